@@ -1,0 +1,712 @@
+"""The pure-Python reservation ledger: the reference implementation.
+
+The Cython ledger in ``engine/_fast`` implements the same interface
+(:class:`engine.core.ledger_protocol.Ledger`) with the same results, and is
+tested against this one operation by operation. Keep this one plain and obvious;
+speed belongs to the other.
+
+Determinism matters: the embedded store recovers by replaying its journal of
+``(operation, arguments, now)`` through a fresh ledger, so every method is a pure
+function of the ledger state and its arguments. Every mutating method first
+expires the holds due at ``now`` (so no stale hold can block stock), then checks
+everything, then writes: a raised error leaves the state as it was.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from engine.core.errors import (
+    FieldViolation,
+    IdempotencyMismatch,
+    IllegalTransition,
+    InvalidArgument,
+    NodeNotEligible,
+    NotFound,
+    OutOfStock,
+    Shortfall,
+    StockRejected,
+    UnknownChannel,
+    UnknownNode,
+)
+from engine.core.types import (
+    MAX_ON_HAND,
+    Allocation,
+    NodeAvailability,
+    Reservation,
+    ReservationLine,
+    ReservationState,
+    SkuAvailability,
+    StockChange,
+    StockLevel,
+    SupplyKind,
+    SupplyOp,
+    aggregate_state,
+)
+
+__all__ = ["PureLedger", "STATE_FORMAT"]
+
+HELD = ReservationState.HELD
+COMMITTED = ReservationState.COMMITTED
+FULFILLED = ReservationState.FULFILLED
+RELEASED = ReservationState.RELEASED
+EXPIRED = ReservationState.EXPIRED
+
+# Row layout: [on_hand, reserved, committed, safety_stock, version]
+ON_HAND, RESERVED, COMMITTED_QTY, SAFETY, VERSION = range(5)
+
+STATE_FORMAT = 1
+
+
+class _Line:
+    __slots__ = ("sku", "quantity", "node", "allocations", "state")
+
+    def __init__(
+        self,
+        sku: str,
+        quantity: int,
+        node: str | None,
+        allocations: list[tuple[str, int]],
+        state: int,
+    ) -> None:
+        self.sku = sku
+        self.quantity = quantity
+        self.node = node
+        self.allocations = allocations
+        self.state = state
+
+
+class _Reservation:
+    __slots__ = ("id", "channel", "ttl_s", "allow_partial", "created_at", "expires_at", "lines")
+
+    def __init__(
+        self,
+        id: str,
+        channel: str,
+        ttl_s: float,
+        allow_partial: bool,
+        created_at: float,
+        expires_at: float,
+        lines: list[_Line],
+    ) -> None:
+        self.id = id
+        self.channel = channel
+        self.ttl_s = ttl_s
+        self.allow_partial = allow_partial
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.lines = lines
+
+    def state(self) -> ReservationState:
+        return aggregate_state([line.state for line in self.lines])
+
+
+class PureLedger:
+    """Counters per (SKU, node), reservations, expiry, idempotency."""
+
+    implementation = "pure"
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, None] = {}
+        self._channels: dict[str, tuple[str, ...]] = {}
+        self._rows: dict[tuple[str, str], list[int]] = {}
+        self._reservations: dict[str, _Reservation] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._events: dict[str, tuple[Any, ...]] = {}
+
+    # ------------------------------------------------------------------ network
+
+    def define_node(self, node_id: str) -> None:
+        self._nodes[node_id] = None
+
+    def define_channel(self, channel_id: str, node_ids: Sequence[str]) -> None:
+        for i, node in enumerate(node_ids):
+            if node not in self._nodes:
+                raise UnknownNode(node, field=f"nodes[{i}]")
+        self._channels[channel_id] = tuple(node_ids)
+
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self._nodes
+
+    def has_channel(self, channel_id: str) -> bool:
+        return channel_id in self._channels
+
+    def channel_nodes(self, channel_id: str) -> tuple[str, ...]:
+        try:
+            return self._channels[channel_id]
+        except KeyError:
+            raise UnknownChannel(channel_id) from None
+
+    # ------------------------------------------------------------------ supply
+
+    def apply_supply(self, ops: Sequence[SupplyOp], now: float) -> list[StockChange]:
+        """Apply a batch of supply changes atomically: all of them or none.
+
+        Each op is checked against the rows as the earlier ops of the batch left
+        them; nothing is written until every op has passed.
+        """
+        self.expire_due(now)
+        overlay: dict[tuple[str, str], list[int]] = {}
+        batch_events: dict[str, tuple[Any, ...]] = {}
+        outcomes: list[tuple[tuple[str, str], bool, bool]] = []
+        for i, op in enumerate(ops):
+            kind, sku, node, value, version, event_id = op
+            if node not in self._nodes:
+                raise UnknownNode(node, field=f"changes[{i}].node")
+            key = (sku, node)
+            fingerprint = (int(kind), sku, node, value, version)
+            if event_id is not None:
+                seen = batch_events.get(event_id, self._events.get(event_id))
+                if seen is not None:
+                    if seen != fingerprint:
+                        raise IdempotencyMismatch(
+                            f"event {event_id!r} was applied with a different body"
+                        )
+                    outcomes.append((key, False, True))
+                    continue
+                batch_events[event_id] = fingerprint
+            row = overlay.get(key)
+            if row is None:
+                stored = self._rows.get(key)
+                row = overlay[key] = list(stored) if stored is not None else [0, 0, 0, 0, 0]
+            applied = True
+            if kind == SupplyKind.ADJUST:
+                on_hand = row[ON_HAND] + value
+                if on_hand < 0:
+                    raise StockRejected(
+                        f"adjusting {sku}@{node} by {value} would make on_hand negative ({on_hand})",
+                        reason="NEGATIVE_ON_HAND",
+                    )
+                if on_hand > MAX_ON_HAND:
+                    raise StockRejected(
+                        f"on_hand of {sku}@{node} would exceed {MAX_ON_HAND}", reason="ON_HAND_LIMIT"
+                    )
+                row[ON_HAND] = on_hand
+            elif kind == SupplyKind.SET:
+                if not 0 <= value <= MAX_ON_HAND:
+                    raise StockRejected(f"on_hand must be 0..{MAX_ON_HAND}", reason="ON_HAND_LIMIT")
+                if version <= row[VERSION]:
+                    # A count older than the one applied must not win; it is still
+                    # recorded so a redelivery of the event is a duplicate.
+                    applied = False
+                else:
+                    row[ON_HAND] = value
+                    row[VERSION] = version
+            elif kind == SupplyKind.SAFETY:
+                if not 0 <= value <= MAX_ON_HAND:
+                    raise StockRejected(f"safety stock must be 0..{MAX_ON_HAND}", reason="ON_HAND_LIMIT")
+                row[SAFETY] = value
+            else:
+                raise InvalidArgument(
+                    f"unknown supply kind {kind!r}",
+                    (FieldViolation(f"changes[{i}]", "unknown kind"),),
+                )
+            outcomes.append((key, applied, False))
+
+        # Every op passed: write the rows and remember the events.
+        for key, row in overlay.items():
+            stored = self._rows.get(key)
+            if stored is None:
+                if row == [0, 0, 0, 0, 0] and not any(k == key and a for k, a, _ in outcomes):
+                    continue  # a rejected-as-stale SET on a missing row creates nothing
+                self._rows[key] = row
+            else:
+                stored[:] = row
+        self._events.update(batch_events)
+        return [
+            StockChange(self.stock(*key), applied=applied, duplicate=duplicate)
+            for key, applied, duplicate in outcomes
+        ]
+
+    def adjust_stock(
+        self, sku: str, node: str, delta: int, event_id: str | None, now: float
+    ) -> StockChange:
+        return self.apply_supply([SupplyOp(SupplyKind.ADJUST, sku, node, delta, 0, event_id)], now)[0]
+
+    def set_stock(
+        self, sku: str, node: str, on_hand: int, version: int, event_id: str | None, now: float
+    ) -> StockChange:
+        return self.apply_supply([SupplyOp(SupplyKind.SET, sku, node, on_hand, version, event_id)], now)[0]
+
+    def set_safety_stock(
+        self, sku: str, node: str, quantity: int, event_id: str | None, now: float
+    ) -> StockChange:
+        return self.apply_supply([SupplyOp(SupplyKind.SAFETY, sku, node, quantity, 0, event_id)], now)[0]
+
+    def stock(self, sku: str, node: str) -> StockLevel:
+        row = self._rows.get((sku, node))
+        if row is None:
+            return StockLevel(sku, node, 0, 0, 0, 0, 0)
+        return StockLevel(sku, node, row[0], row[1], row[2], row[3], row[4])
+
+    # ------------------------------------------------------------ reservations
+
+    def reserve(
+        self,
+        reservation_id: str,
+        channel: str,
+        lines: Sequence[tuple[str, int, str | None]],
+        ttl_s: float,
+        allow_partial: bool,
+        now: float,
+    ) -> int:
+        """Hold stock for every line (all or nothing unless ``allow_partial``).
+
+        Returns the reservation's state. Replaying the same request returns the
+        stored reservation's current state; the same id with another body raises
+        IdempotencyMismatch.
+        """
+        self.expire_due(now)
+        existing = self._reservations.get(reservation_id)
+        if existing is not None:
+            if not self._same_request(existing, channel, lines, ttl_s, allow_partial):
+                raise IdempotencyMismatch(
+                    f"reservation {reservation_id!r} exists with a different request"
+                )
+            return existing.state()
+        eligible = self._channels.get(channel)
+        if eligible is None:
+            raise UnknownChannel(channel)
+
+        taken: dict[tuple[str, str], int] = {}
+        planned: list[tuple[str, int, str | None, list[tuple[str, int]]]] = []
+        shortfalls: list[Shortfall] = []
+        for index, (sku, quantity, node) in enumerate(lines):
+            if node is not None:
+                if node not in self._nodes:
+                    raise UnknownNode(node, field=f"lines[{index}].node")
+                if node not in eligible:
+                    raise NodeNotEligible(node, channel, field=f"lines[{index}].node")
+                candidates: Sequence[str] = (node,)
+            else:
+                candidates = eligible
+            allocations = self._source(sku, quantity, candidates, taken)
+            allocated = sum(q for _, q in allocations)
+            if allocated < quantity:
+                shortfalls.append(Shortfall(index, sku, quantity, allocated))
+            for n, q in allocations:
+                taken[(sku, n)] = taken.get((sku, n), 0) + q
+            planned.append((sku, quantity, node, allocations))
+
+        if shortfalls and (not allow_partial or not taken):
+            raise OutOfStock(tuple(shortfalls))
+
+        # Checks passed: write.
+        new_lines: list[_Line] = []
+        for sku, quantity, node, allocations in planned:
+            for n, q in allocations:
+                self._rows[(sku, n)][RESERVED] += q
+            state = HELD if allocations else RELEASED
+            new_lines.append(_Line(sku, quantity, node, allocations, state))
+        expires_at = now + ttl_s
+        self._reservations[reservation_id] = _Reservation(
+            reservation_id, channel, ttl_s, allow_partial, now, expires_at, new_lines
+        )
+        heapq.heappush(self._expiry, (expires_at, reservation_id))
+        return HELD
+
+    def commit(self, reservation_id: str, now: float) -> int:
+        """Turn every held line into a committed order line."""
+        self.expire_due(now)
+        res = self._get(reservation_id)
+        state = res.state()
+        if state in (COMMITTED, FULFILLED):
+            return state  # already done: a replay
+        if state != HELD:
+            raise _illegal(reservation_id, state)
+        for line in res.lines:
+            if line.state == HELD:
+                for node, q in line.allocations:
+                    row = self._rows[(line.sku, node)]
+                    row[RESERVED] -= q
+                    row[COMMITTED_QTY] += q
+                line.state = COMMITTED
+        return res.state()
+
+    def release(self, reservation_id: str, line_indexes: Sequence[int] | None, now: float) -> int:
+        """Give back held or committed units, for the whole reservation or some lines."""
+        self.expire_due(now)
+        res = self._get(reservation_id)
+        if line_indexes is None:
+            state = res.state()
+            if state == FULFILLED:
+                raise IllegalTransition(
+                    f"reservation {reservation_id!r} is fulfilled", reason="RESERVATION_FULFILLED"
+                )
+            selected = [line for line in res.lines if line.state in (HELD, COMMITTED)]
+        else:
+            selected = self._select(res, line_indexes)
+            for i in line_indexes:
+                if res.lines[i].state == FULFILLED:
+                    raise IllegalTransition(
+                        f"line {i} of reservation {reservation_id!r} is fulfilled",
+                        reason="LINE_FULFILLED",
+                    )
+        for line in selected:
+            if line.state == HELD:
+                column = RESERVED
+            elif line.state == COMMITTED:
+                column = COMMITTED_QTY
+            else:
+                continue  # already released or expired: releasing again changes nothing
+            for node, q in line.allocations:
+                self._rows[(line.sku, node)][column] -= q
+            line.state = RELEASED
+        return res.state()
+
+    def fulfill(self, reservation_id: str, line_indexes: Sequence[int] | None, now: float) -> int:
+        """Ship committed lines: the units leave on_hand and committed."""
+        self.expire_due(now)
+        res = self._get(reservation_id)
+        if line_indexes is None:
+            state = res.state()
+            if state == FULFILLED:
+                return state
+            if state != COMMITTED:
+                raise _illegal(reservation_id, state, wanted="committed")
+            selected = [line for line in res.lines if line.state == COMMITTED]
+        else:
+            selected = self._select(res, line_indexes)
+            for i in line_indexes:
+                line_state = res.lines[i].state
+                if line_state in (COMMITTED, FULFILLED):
+                    continue
+                if line_state == HELD:
+                    raise IllegalTransition(
+                        f"line {i} of reservation {reservation_id!r} is not committed",
+                        reason="NOT_COMMITTED",
+                    )
+                raise IllegalTransition(
+                    f"line {i} of reservation {reservation_id!r} is {line_state.name.lower()}",
+                    reason=f"LINE_{line_state.name}",
+                )
+        for line in selected:
+            if line.state != COMMITTED:
+                continue
+            for node, q in line.allocations:
+                row = self._rows[(line.sku, node)]
+                row[COMMITTED_QTY] -= q
+                row[ON_HAND] -= q
+            line.state = FULFILLED
+        return res.state()
+
+    def extend(self, reservation_id: str, ttl_s: float, now: float) -> float:
+        """Move a held reservation's expiry to ``now + ttl_s``; returns the new expiry."""
+        self.expire_due(now)
+        res = self._get(reservation_id)
+        state = res.state()
+        if state != HELD:
+            raise _illegal(reservation_id, state, wanted="held")
+        res.expires_at = now + ttl_s
+        heapq.heappush(self._expiry, (res.expires_at, reservation_id))
+        return res.expires_at
+
+    def expire_due(self, now: float) -> list[str]:
+        """Expire every held reservation whose expiry is at or before ``now``.
+
+        Returns their ids ordered by (expires_at, id). Each hold's units return
+        exactly once: a reservation leaves the heap when it expires, and stale
+        heap entries (after extend, commit or release) are skipped.
+        """
+        heap = self._expiry
+        if not heap or heap[0][0] > now:
+            return []
+        due: list[tuple[float, str]] = []
+        while heap and heap[0][0] <= now:
+            expires_at, rid = heapq.heappop(heap)
+            res = self._reservations.get(rid)
+            if res is None or res.expires_at != expires_at:
+                continue
+            if not any(line.state == HELD for line in res.lines):
+                continue
+            due.append((expires_at, rid))
+        due.sort()
+        for _, rid in due:
+            for line in self._reservations[rid].lines:
+                if line.state == HELD:
+                    for node, q in line.allocations:
+                        self._rows[(line.sku, node)][RESERVED] -= q
+                    line.state = EXPIRED
+        return [rid for _, rid in due]
+
+    def next_expiry(self) -> float | None:
+        """Earliest pending expiry (possibly stale); None when nothing is held."""
+        return self._expiry[0][0] if self._expiry else None
+
+    def get_reservation(self, reservation_id: str) -> Reservation:
+        res = self._get(reservation_id)
+        return Reservation(
+            id=res.id,
+            channel=res.channel,
+            state=res.state(),
+            lines=tuple(
+                ReservationLine(
+                    index=i,
+                    sku=line.sku,
+                    requested=line.quantity,
+                    requested_node=line.node,
+                    allocations=tuple(Allocation(n, q) for n, q in line.allocations),
+                    state=ReservationState(line.state),
+                )
+                for i, line in enumerate(res.lines)
+            ),
+            allow_partial=res.allow_partial,
+            ttl_s=res.ttl_s,
+            created_at=res.created_at,
+            expires_at=res.expires_at,
+        )
+
+    def has_reservation(self, reservation_id: str) -> bool:
+        return reservation_id in self._reservations
+
+    # ------------------------------------------------------------ availability
+
+    def availability(
+        self,
+        skus: Sequence[str],
+        channel: str | None,
+        nodes: Sequence[str] | None,
+        per_node: bool,
+    ) -> list[SkuAvailability]:
+        """What may be sold of each SKU from the selected nodes.
+
+        With a channel, the channel's eligible nodes; with nodes too, those
+        nodes, each of which must be eligible; with nodes only, those nodes.
+        """
+        selected = self._select_nodes(channel, nodes)
+        out: list[SkuAvailability] = []
+        rows = self._rows
+        for sku in skus:
+            total = 0
+            breakdown: list[NodeAvailability] = []
+            for node in selected:
+                row = rows.get((sku, node))
+                if row is None:
+                    atp = 0
+                    if per_node:
+                        breakdown.append(NodeAvailability(node, 0, 0, 0, 0, 0))
+                    continue
+                atp = row[ON_HAND] - row[RESERVED] - row[COMMITTED_QTY] - row[SAFETY]
+                if atp < 0:
+                    atp = 0
+                total += atp
+                if per_node:
+                    breakdown.append(
+                        NodeAvailability(node, row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY], atp)
+                    )
+            out.append(SkuAvailability(sku, total, tuple(breakdown)))
+        return out
+
+    # ------------------------------------------------------------------- audit
+
+    def audit(self, now: float) -> list[str]:
+        """Check the invariants; returns one message per violation (empty = healthy)."""
+        violations: list[str] = []
+        held: dict[tuple[str, str], int] = {}
+        committed: dict[tuple[str, str], int] = {}
+        for res in self._reservations.values():
+            for i, line in enumerate(res.lines):
+                target = held if line.state == HELD else committed if line.state == COMMITTED else None
+                if target is not None:
+                    for node, q in line.allocations:
+                        target[(line.sku, node)] = target.get((line.sku, node), 0) + q
+            if res.state() == HELD and res.expires_at < now - 1.0:
+                violations.append(
+                    f"reservation {res.id} expired at {res.expires_at:.3f} but is still held"
+                )
+        for key in sorted(set(self._rows) | set(held) | set(committed)):
+            row = self._rows.get(key)
+            reserved = row[RESERVED] if row else 0
+            committed_qty = row[COMMITTED_QTY] if row else 0
+            where = f"{key[0]}@{key[1]}"
+            if reserved < 0:
+                violations.append(f"{where}: reserved is negative ({reserved})")
+            if committed_qty < 0:
+                violations.append(f"{where}: committed is negative ({committed_qty})")
+            if reserved != held.get(key, 0):
+                violations.append(f"{where}: reserved {reserved} != sum of live holds {held.get(key, 0)}")
+            if committed_qty != committed.get(key, 0):
+                violations.append(
+                    f"{where}: committed {committed_qty} != sum of committed lines {committed.get(key, 0)}"
+                )
+        return violations
+
+    def shortages(self) -> list[StockLevel]:
+        """Rows where on_hand no longer covers reserved + committed."""
+        return [
+            self.stock(sku, node)
+            for (sku, node), row in sorted(self._rows.items())
+            if row[ON_HAND] < row[RESERVED] + row[COMMITTED_QTY]
+        ]
+
+    def row_count(self) -> int:
+        return len(self._rows)
+
+    def reservation_count(self) -> int:
+        return len(self._reservations)
+
+    def iter_rows(self) -> Iterable[StockLevel]:
+        for sku, node in sorted(self._rows):
+            yield self.stock(sku, node)
+
+    # --------------------------------------------------------------- snapshots
+
+    def export_state(self) -> dict[str, Any]:
+        """A JSON-able image of the whole ledger, loadable by either implementation."""
+        return {
+            "format": STATE_FORMAT,
+            "nodes": list(self._nodes),
+            "channels": {c: list(n) for c, n in self._channels.items()},
+            "rows": [[sku, node, *row] for (sku, node), row in self._rows.items()],
+            "reservations": [
+                [
+                    r.id,
+                    r.channel,
+                    r.ttl_s,
+                    r.allow_partial,
+                    r.created_at,
+                    r.expires_at,
+                    [
+                        [line.sku, line.quantity, line.node, [list(a) for a in line.allocations], int(line.state)]
+                        for line in r.lines
+                    ],
+                ]
+                for r in self._reservations.values()
+            ],
+            "events": {e: list(fp) for e, fp in self._events.items()},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace this ledger's contents with an exported image."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported ledger state format {state.get('format')!r}")
+        self.__init__()  # type: ignore[misc]
+        for node in state["nodes"]:
+            self.define_node(node)
+        for channel, nodes in state["channels"].items():
+            self.define_channel(channel, nodes)
+        for sku, node, *row in state["rows"]:
+            self._rows[(sku, node)] = [int(v) for v in row]
+        for rid, channel, ttl_s, allow_partial, created_at, expires_at, lines in state["reservations"]:
+            res = _Reservation(
+                rid,
+                channel,
+                ttl_s,
+                allow_partial,
+                created_at,
+                expires_at,
+                [
+                    _Line(sku, qty, node, [(n, q) for n, q in allocs], ReservationState(st))
+                    for sku, qty, node, allocs, st in lines
+                ],
+            )
+            self._reservations[rid] = res
+            if res.state() == HELD:
+                self._expiry.append((expires_at, rid))
+        heapq.heapify(self._expiry)
+        self._events = {e: tuple(fp) for e, fp in state["events"].items()}
+
+    # ----------------------------------------------------------------- helpers
+
+    def _require_node(self, node: str) -> None:
+        if node not in self._nodes:
+            raise UnknownNode(node)
+
+    def _source(
+        self,
+        sku: str,
+        quantity: int,
+        candidates: Sequence[str],
+        taken: dict[tuple[str, str], int],
+    ) -> list[tuple[str, int]]:
+        """Deterministic sourcing: the first candidate that covers the whole line,
+        else fill greedily across candidates in priority order."""
+        free: list[tuple[str, int]] = []
+        for node in candidates:
+            row = self._rows.get((sku, node))
+            if row is None:
+                continue
+            atp = row[ON_HAND] - row[RESERVED] - row[COMMITTED_QTY] - row[SAFETY] - taken.get((sku, node), 0)
+            if atp <= 0:
+                continue
+            if atp >= quantity:
+                return [(node, quantity)]
+            free.append((node, atp))
+        allocations: list[tuple[str, int]] = []
+        remaining = quantity
+        for node, atp in free:
+            q = min(atp, remaining)
+            allocations.append((node, q))
+            remaining -= q
+            if remaining == 0:
+                break
+        return allocations
+
+    def _get(self, reservation_id: str) -> _Reservation:
+        res = self._reservations.get(reservation_id)
+        if res is None:
+            raise NotFound(f"reservation {reservation_id!r} not found", reason="RESERVATION_NOT_FOUND")
+        return res
+
+    @staticmethod
+    def _select(res: _Reservation, line_indexes: Sequence[int]) -> list[_Line]:
+        if not line_indexes:
+            raise InvalidArgument(
+                "line_indexes must not be empty",
+                (FieldViolation("line_indexes", "give at least one line, or none for all"),),
+            )
+        for i in line_indexes:
+            if not 0 <= i < len(res.lines):
+                raise InvalidArgument(
+                    f"line index {i} is out of range",
+                    (FieldViolation("line_indexes", f"{i} is not a line of reservation {res.id!r}"),),
+                )
+        return [res.lines[i] for i in sorted(set(line_indexes))]
+
+    @staticmethod
+    def _same_request(
+        res: _Reservation,
+        channel: str,
+        lines: Sequence[tuple[str, int, str | None]],
+        ttl_s: float,
+        allow_partial: bool,
+    ) -> bool:
+        if res.channel != channel or res.ttl_s != ttl_s or res.allow_partial != allow_partial:
+            return False
+        if len(res.lines) != len(lines):
+            return False
+        return all(
+            (line.sku, line.quantity, line.node) == (sku, quantity, node)
+            for line, (sku, quantity, node) in zip(res.lines, lines)
+        )
+
+    def _select_nodes(self, channel: str | None, nodes: Sequence[str] | None) -> Sequence[str]:
+        if channel is not None:
+            eligible = self._channels.get(channel)
+            if eligible is None:
+                raise UnknownChannel(channel)
+            if not nodes:
+                return eligible
+        elif not nodes:
+            raise InvalidArgument(
+                "give a channel, nodes, or both",
+                (FieldViolation("channel", "a channel or at least one node is required"),),
+            )
+        for i, node in enumerate(nodes):
+            if node not in self._nodes:
+                raise UnknownNode(node, field=f"nodes[{i}]")
+            if channel is not None and node not in eligible:
+                raise NodeNotEligible(node, channel, field=f"nodes[{i}]")
+        return nodes
+
+
+def _illegal(reservation_id: str, state: int, wanted: str | None = None) -> IllegalTransition:
+    name = ReservationState(state).name
+    if wanted is not None and state in (HELD, COMMITTED):
+        return IllegalTransition(
+            f"reservation {reservation_id!r} is {name.lower()}, not {wanted}",
+            reason="NOT_COMMITTED" if wanted == "committed" else f"RESERVATION_{name}",
+        )
+    return IllegalTransition(f"reservation {reservation_id!r} is {name.lower()}", reason=f"RESERVATION_{name}")
