@@ -161,9 +161,7 @@ class PureLedger:
                 seen = batch_events.get(event_id, self._events.get(event_id))
                 if seen is not None:
                     if seen != fingerprint:
-                        raise IdempotencyMismatch(
-                            f"event {event_id!r} was applied with a different body"
-                        )
+                        raise IdempotencyMismatch(f"event {event_id!r} was applied with a different body")
                     outcomes.append((key, False, True))
                     continue
                 batch_events[event_id] = fingerprint
@@ -220,9 +218,7 @@ class PureLedger:
             for key, applied, duplicate in outcomes
         ]
 
-    def adjust_stock(
-        self, sku: str, node: str, delta: int, event_id: str | None, now: float
-    ) -> StockChange:
+    def adjust_stock(self, sku: str, node: str, delta: int, event_id: str | None, now: float) -> StockChange:
         return self.apply_supply([SupplyOp(SupplyKind.ADJUST, sku, node, delta, 0, event_id)], now)[0]
 
     def set_stock(
@@ -262,9 +258,7 @@ class PureLedger:
         existing = self._reservations.get(reservation_id)
         if existing is not None:
             if not self._same_request(existing, channel, lines, ttl_s, allow_partial):
-                raise IdempotencyMismatch(
-                    f"reservation {reservation_id!r} exists with a different request"
-                )
+                raise IdempotencyMismatch(f"reservation {reservation_id!r} exists with a different request")
             return existing.state()
         eligible = self._channels.get(channel)
         if eligible is None:
@@ -494,7 +488,9 @@ class PureLedger:
                 total += atp
                 if per_node:
                     breakdown.append(
-                        NodeAvailability(node, row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY], atp)
+                        NodeAvailability(
+                            node, row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY], atp
+                        )
                     )
             out.append(SkuAvailability(sku, total, tuple(breakdown)))
         return out
@@ -507,15 +503,13 @@ class PureLedger:
         held: dict[tuple[str, str], int] = {}
         committed: dict[tuple[str, str], int] = {}
         for res in self._reservations.values():
-            for i, line in enumerate(res.lines):
+            for line in res.lines:
                 target = held if line.state == HELD else committed if line.state == COMMITTED else None
                 if target is not None:
                     for node, q in line.allocations:
                         target[(line.sku, node)] = target.get((line.sku, node), 0) + q
             if res.state() == HELD and res.expires_at < now - 1.0:
-                violations.append(
-                    f"reservation {res.id} expired at {res.expires_at:.3f} but is still held"
-                )
+                violations.append(f"reservation {res.id} expired at {res.expires_at:.3f} but is still held")
         for key in sorted(set(self._rows) | set(held) | set(committed)):
             row = self._rows.get(key)
             reserved = row[RESERVED] if row else 0
@@ -569,7 +563,13 @@ class PureLedger:
                     r.created_at,
                     r.expires_at,
                     [
-                        [line.sku, line.quantity, line.node, [list(a) for a in line.allocations], int(line.state)]
+                        [
+                            line.sku,
+                            line.quantity,
+                            line.node,
+                            [list(a) for a in line.allocations],
+                            int(line.state),
+                        ]
                         for line in r.lines
                     ],
                 ]
@@ -679,7 +679,7 @@ class PureLedger:
             return False
         return all(
             (line.sku, line.quantity, line.node) == (sku, quantity, node)
-            for line, (sku, quantity, node) in zip(res.lines, lines)
+            for line, (sku, quantity, node) in zip(res.lines, lines, strict=True)
         )
 
     def _select_nodes(self, channel: str | None, nodes: Sequence[str] | None) -> Sequence[str]:
@@ -709,4 +709,6 @@ def _illegal(reservation_id: str, state: int, wanted: str | None = None) -> Ille
             f"reservation {reservation_id!r} is {name.lower()}, not {wanted}",
             reason="NOT_COMMITTED" if wanted == "committed" else f"RESERVATION_{name}",
         )
-    return IllegalTransition(f"reservation {reservation_id!r} is {name.lower()}", reason=f"RESERVATION_{name}")
+    return IllegalTransition(
+        f"reservation {reservation_id!r} is {name.lower()}", reason=f"RESERVATION_{name}"
+    )

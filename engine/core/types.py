@@ -51,9 +51,7 @@ class ReservationState(IntEnum):
 # A line moves through the same states as its reservation.
 LineState = ReservationState
 
-TERMINAL_STATES = frozenset(
-    {ReservationState.FULFILLED, ReservationState.RELEASED, ReservationState.EXPIRED}
-)
+TERMINAL_STATES = frozenset({ReservationState.FULFILLED, ReservationState.RELEASED, ReservationState.EXPIRED})
 
 
 def aggregate_state(line_states: list[int]) -> ReservationState:

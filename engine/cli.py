@@ -1,0 +1,516 @@
+"""The ``inventory-engine`` command: run the server, talk to it, audit, benchmark.
+
+This is the edge: the only module that reads argv and the environment
+(``ENGINE_IMPL``). It builds the frozen config objects and hands them down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+log = logging.getLogger("engine.cli")
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def _ledger_impl(args: argparse.Namespace) -> str:
+    impl: str = args.impl or os.environ.get("ENGINE_IMPL", "fast")
+    if impl not in ("fast", "pure"):
+        raise SystemExit(f"ENGINE_IMPL must be 'fast' or 'pure', not {impl!r}")
+    return impl
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.config import EmbeddedStoreConfig, ServerConfig
+    from engine.service.server import run
+
+    store_config = EmbeddedStoreConfig(
+        data_dir=None if args.memory else Path(args.data_dir),
+        ledger_impl=_ledger_impl(args),
+        fsync=not args.no_fsync,
+    )
+    server_config = ServerConfig(listen=args.listen, grace_s=args.grace)
+
+    async def make_store() -> Any:
+        from engine.demo import load_demo
+        from engine.store.embedded import EmbeddedStore
+
+        store = EmbeddedStore(store_config)
+        await store.start()
+        if args.demo:
+            if await load_demo(store):
+                log.info("loaded the demo network and catalogue")
+            else:
+                log.info("data directory already has a network; demo data not reloaded")
+        return store
+
+    run(server_config, make_store)
+    return 0
+
+
+# -------------------------------------------------------------------- clients
+
+
+def _stubs(target: str) -> Any:
+    import grpc
+
+    from engine._proto.inventory.v1 import (
+        admin_service_pb2_grpc,
+        inventory_service_pb2_grpc,
+        network_service_pb2_grpc,
+        supply_service_pb2_grpc,
+    )
+
+    channel = grpc.insecure_channel(target)
+
+    class Stubs:
+        inventory = inventory_service_pb2_grpc.InventoryServiceStub(channel)
+        supply = supply_service_pb2_grpc.SupplyServiceStub(channel)
+        network = network_service_pb2_grpc.NetworkServiceStub(channel)
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+
+    return Stubs
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print(args: argparse.Namespace, message: Any, human: Callable[[Any], str]) -> None:
+    if args.json:
+        print(json.dumps(_to_dict(message), sort_keys=True))
+    else:
+        print(human(message))
+
+
+def _error_text(exc: Any) -> dict[str, Any]:
+    """Decode a gRPC error and its google.rpc.Status details for people and scripts."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    out: dict[str, Any] = {"code": exc.code().name, "message": exc.details()}
+    status = rpc_status.from_call(exc)
+    if status is None:
+        return out
+    from engine._proto.inventory.v1 import error_details_pb2 as inventory_details
+
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            out["reason"] = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out["field_violations"] = [
+                {"field": v.field, "description": v.description} for v in bad.field_violations
+            ]
+        elif detail.Is(inventory_details.OutOfStockDetail.DESCRIPTOR):
+            oos = inventory_details.OutOfStockDetail()
+            detail.Unpack(oos)
+            out["shortfalls"] = [_to_dict(s) for s in oos.shortfalls]
+    return out
+
+
+def _call(args: argparse.Namespace, fn: Callable[[], Any], human: Callable[[Any], str]) -> int:
+    import grpc
+
+    try:
+        response = fn()
+    except grpc.RpcError as exc:
+        err = _error_text(exc)
+        if args.json:
+            print(json.dumps({"error": err}, sort_keys=True))
+        else:
+            print(f"error: {err['code']} {err.get('reason', '')}: {err['message']}", file=sys.stderr)
+            for v in err.get("field_violations", []):
+                print(f"  {v['field']}: {v['description']}", file=sys.stderr)
+            for s in err.get("shortfalls", []):
+                print(
+                    f"  line {s.get('line_index', 0)} {s['sku']}: requested {s.get('requested', 0)},"
+                    f" available {s.get('available', 0)}",
+                    file=sys.stderr,
+                )
+        return 2
+    _print(args, response, human)
+    return 0
+
+
+def _reservation_text(r: Any) -> str:
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    state = pb.ReservationState.Name(r.state).removeprefix("RESERVATION_STATE_")
+    lines = [f"reservation {r.reservation_id} [{r.channel}] {state} expires {r.expire_time.ToJsonString()}"]
+    for line in r.lines:
+        allocs = ", ".join(f"{a.quantity}@{a.node}" for a in line.allocations) or "-"
+        line_state = pb.ReservationState.Name(line.state).removeprefix("RESERVATION_STATE_")
+        lines.append(f"  [{line.line_index}] {line.sku} x{line.requested_quantity}: {allocs} ({line_state})")
+    return "\n".join(lines)
+
+
+def _parse_line(text: str) -> tuple[str, int, str]:
+    """SKU:QTY or SKU:QTY@NODE."""
+    try:
+        sku, rest = text.rsplit(":", 1)
+        qty, _, node = rest.partition("@")
+        return sku, int(qty), node
+    except ValueError:
+        raise SystemExit(f"--line {text!r}: expected SKU:QTY or SKU:QTY@NODE") from None
+
+
+def cmd_availability(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    request = pb.GetAvailabilityRequest(
+        skus=args.skus, channel=args.channel or "", nodes=args.node or [], include_nodes=args.nodes
+    )
+
+    def human(resp: Any) -> str:
+        out = []
+        for a in resp.availabilities:
+            out.append(f"{a.sku}: {a.atp}")
+            for n in a.nodes:
+                out.append(
+                    f"  {n.node:<12} atp {n.atp:>6}  on_hand {n.on_hand:>6}  reserved {n.reserved:>5}"
+                    f"  committed {n.committed:>5}  safety {n.safety_stock:>4}"
+                )
+        return "\n".join(out)
+
+    return _call(args, lambda: stubs.inventory.GetAvailability(request, timeout=args.timeout), human)
+
+
+def cmd_reserve(args: argparse.Namespace) -> int:
+    from google.protobuf.duration_pb2 import Duration
+
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    lines = [pb.LineRequest(sku=s, quantity=q, node=n) for s, q, n in map(_parse_line, args.line)]
+    request = pb.ReserveRequest(
+        reservation_id=args.reservation_id,
+        channel=args.channel,
+        lines=lines,
+        ttl=Duration(seconds=args.ttl),
+        allow_partial=args.partial,
+    )
+    return _call(args, lambda: stubs.inventory.Reserve(request, timeout=args.timeout), _reservation_text)
+
+
+def _simple_reservation_call(method: str, with_lines: bool) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+        stubs = _stubs(args.target)
+        request_type = getattr(pb, f"{method}Request")
+        kwargs: dict[str, Any] = {"reservation_id": args.reservation_id}
+        if with_lines:
+            kwargs["line_indexes"] = args.line or []
+        request = request_type(**kwargs)
+        rpc = getattr(stubs.inventory, method)
+        return _call(args, lambda: rpc(request, timeout=args.timeout), _reservation_text)
+
+    return command
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from google.protobuf.duration_pb2 import Duration
+
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    request = pb.ExtendReservationRequest(reservation_id=args.reservation_id, ttl=Duration(seconds=args.ttl))
+    return _call(
+        args, lambda: stubs.inventory.ExtendReservation(request, timeout=args.timeout), _reservation_text
+    )
+
+
+def _supply_text(resp: Any) -> str:
+    out = []
+    for r in resp.results:
+        lvl = r.level
+        flag = "applied" if r.applied else ("duplicate" if r.duplicate else "ignored (stale version)")
+        short = f"  SHORTAGE {lvl.shortage}" if lvl.shortage else ""
+        out.append(
+            f"{lvl.sku}@{lvl.node}: on_hand {lvl.on_hand} reserved {lvl.reserved} committed {lvl.committed}"
+            f" safety {lvl.safety_stock} atp {lvl.atp} v{lvl.version} [{flag}]{short}"
+        )
+    return "\n".join(out)
+
+
+def cmd_stock(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import supply_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    event_id = args.event_id or ""
+    if args.stock_command == "set":
+        request = pb.SetStockRequest(
+            changes=[
+                pb.StockCount(
+                    sku=args.sku,
+                    node=args.node,
+                    on_hand=args.quantity,
+                    version=args.version,
+                    event_id=event_id,
+                )
+            ]
+        )
+        rpc = stubs.supply.SetStock
+    elif args.stock_command == "adjust":
+        request = pb.AdjustStockRequest(
+            changes=[pb.StockAdjustment(sku=args.sku, node=args.node, delta=args.delta, event_id=event_id)]
+        )
+        rpc = stubs.supply.AdjustStock
+    else:
+        request = pb.SetSafetyStockRequest(
+            changes=[
+                pb.SafetyStockSetting(
+                    sku=args.sku, node=args.node, safety_stock=args.quantity, event_id=event_id
+                )
+            ]
+        )
+        rpc = stubs.supply.SetSafetyStock
+    return _call(args, lambda: rpc(request, timeout=args.timeout), _supply_text)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import network_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+
+    def human(resp: Any) -> str:
+        return "\n".join(
+            f"{n.id:<12} {pb.NodeType.Name(n.type).removeprefix('NODE_TYPE_'):<7} {n.region:<8} {n.name}"
+            for n in resp.nodes
+        )
+
+    return _call(args, lambda: stubs.network.ListNodes(pb.ListNodesRequest(), timeout=args.timeout), human)
+
+
+def cmd_channels(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import network_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+
+    def human(resp: Any) -> str:
+        return "\n".join(f"{c.id:<18} {c.name:<18} {' '.join(c.nodes)}" for c in resp.channels)
+
+    return _call(
+        args, lambda: stubs.network.ListChannels(pb.ListChannelsRequest(), timeout=args.timeout), human
+    )
+
+
+# ---------------------------------------------------------------------- audit
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Exit 0 when every invariant holds, 1 on any violation, 2 when it could not check."""
+    if args.data_dir:
+        report = asyncio.run(_audit_data_dir(Path(args.data_dir), _ledger_impl(args)))
+        result = {
+            "ok": report.ok,
+            "violations": list(report.violations),
+            "shortages": [
+                {
+                    "sku": s.sku,
+                    "node": s.node,
+                    "on_hand": s.on_hand,
+                    "reserved": s.reserved,
+                    "committed": s.committed,
+                    "shortage": s.shortage,
+                }
+                for s in report.shortages
+            ],
+            "row_count": report.rows,
+            "reservation_count": report.reservations,
+        }
+    else:
+        import grpc
+
+        from engine._proto.inventory.v1 import admin_service_pb2 as pb
+
+        try:
+            response = _stubs(args.target).admin.Audit(pb.AuditRequest(), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"audit: cannot reach {args.target}: {exc.code().name} {exc.details()}", file=sys.stderr)
+            return 2
+        result = _to_dict(response)
+        result.setdefault("violations", [])
+        result.setdefault("shortages", [])
+        result["ok"] = not result["violations"]
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(
+            f"audit: {'OK' if result['ok'] else 'VIOLATIONS'}; rows {result.get('row_count', 0)},"
+            f" reservations {result.get('reservation_count', 0)}, shortages {len(result['shortages'])}"
+        )
+        for v in result["violations"]:
+            print(f"  violation: {v}")
+        for s in result["shortages"]:
+            print(f"  shortage: {s['sku']}@{s['node']} short by {s.get('shortage', 0)}")
+    return 0 if result["ok"] else 1
+
+
+async def _audit_data_dir(data_dir: Path, impl: str) -> Any:
+    from engine.config import EmbeddedStoreConfig
+    from engine.store.embedded import EmbeddedStore
+
+    if not data_dir.is_dir():
+        raise SystemExit(f"audit: no data directory at {data_dir}")
+    store = EmbeddedStore(EmbeddedStoreConfig(data_dir=data_dir, ledger_impl=impl))
+    await store.start()
+    try:
+        return await store.audit()
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "core":
+        from engine.bench.core import run as run_core
+
+        result = run_core(rows=args.rows)
+    else:
+        from engine.bench.rpc import run as run_rpc
+
+        result = run_rpc(duration_s=args.duration, concurrency=args.concurrency, rounds=args.rounds)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0
+
+
+# --------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inventory-engine",
+        description="Inventory and availability engine: one source of truth for every sales channel.",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--target", default=DEFAULT_TARGET, help="engine address HOST:PORT")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+        return p
+
+    serve = sub.add_parser("serve", help="run the gRPC server on the embedded store")
+    serve.add_argument("--listen", default=DEFAULT_TARGET, help="HOST:PORT (default %(default)s)")
+    serve.add_argument("--data-dir", default="inventory-data", help="journal and snapshots")
+    serve.add_argument("--memory", action="store_true", help="no data directory: nothing survives a stop")
+    serve.add_argument("--demo", action="store_true", help="load the demo network once (if empty)")
+    serve.add_argument("--impl", choices=["fast", "pure"], help="ledger (default: $ENGINE_IMPL or fast)")
+    serve.add_argument("--no-fsync", action="store_true", help="skip fsync (benchmarks only: unsafe)")
+    serve.add_argument("--grace", type=float, default=5.0, help="seconds for in-flight RPCs on shutdown")
+    serve.set_defaults(func=cmd_serve)
+
+    p = client("availability", "what a channel (or nodes) can sell of some SKUs")
+    p.add_argument("skus", nargs="+", metavar="SKU")
+    p.add_argument("--channel")
+    p.add_argument("--node", action="append", help="restrict to this node (repeatable)")
+    p.add_argument("--nodes", action="store_true", help="show the per-node breakdown")
+    p.set_defaults(func=cmd_availability)
+
+    p = client("reserve", "hold stock for a cart or order")
+    p.add_argument("reservation_id")
+    p.add_argument("--channel", required=True)
+    p.add_argument("--line", action="append", required=True, help="SKU:QTY or SKU:QTY@NODE (repeatable)")
+    p.add_argument("--ttl", type=int, default=900, help="hold time in seconds (default %(default)s)")
+    p.add_argument("--partial", action="store_true", help="hold what is available")
+    p.set_defaults(func=cmd_reserve)
+
+    for name, help_text, with_lines in (
+        ("commit", "turn a hold into an order", False),
+        ("release", "give back held or committed units", True),
+        ("fulfill", "ship committed units", True),
+        ("get", "show a reservation", False),
+    ):
+        p = client(name, help_text)
+        p.add_argument("reservation_id")
+        if with_lines:
+            p.add_argument("--line", type=int, action="append", help="line index (repeatable; default all)")
+        method = {"get": "GetReservation"}.get(name, name.capitalize())
+        p.set_defaults(func=_simple_reservation_call(method, with_lines))
+
+    p = client("extend", "move a hold's expiry")
+    p.add_argument("reservation_id")
+    p.add_argument("--ttl", type=int, required=True)
+    p.set_defaults(func=cmd_extend)
+
+    stock = sub.add_parser("stock", help="supply changes: set, adjust, safety")
+    stock_sub = stock.add_subparsers(dest="stock_command", required=True)
+    for name in ("set", "adjust", "safety"):
+        p = stock_sub.add_parser(name)
+        p.add_argument("--target", default=DEFAULT_TARGET)
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--timeout", type=float, default=10.0)
+        p.add_argument("--event-id", help="idempotency key of this change")
+        p.add_argument("sku")
+        p.add_argument("node")
+        if name == "adjust":
+            p.add_argument("delta", type=int)
+        else:
+            p.add_argument("quantity", type=int)
+        if name == "set":
+            p.add_argument("--version", type=int, required=True, help="monotonic count version")
+        p.set_defaults(func=cmd_stock)
+
+    client("nodes", "list nodes").set_defaults(func=cmd_nodes)
+    client("channels", "list channels").set_defaults(func=cmd_channels)
+
+    p = client("audit", "check the invariants of a running engine (or a data dir); exit 1 on violations")
+    p.add_argument("--data-dir", help="open this data directory instead (engine must be stopped)")
+    p.add_argument("--impl", choices=["fast", "pure"])
+    p.set_defaults(func=cmd_audit)
+
+    bench = sub.add_parser("bench", help="benchmarks that print JSON figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bench_sub.add_parser("core", help="pure vs Cython ledger on the same operation mix")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.set_defaults(func=cmd_bench)
+    p = bench_sub.add_parser("grpc", help="Reserve vs a no-op RPC on the same server stack")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measured phase")
+    p.add_argument("--rounds", type=int, default=3, help="alternating noop/reserve rounds")
+    p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
