@@ -125,6 +125,12 @@ class PureLedger:
         for i, node in enumerate(node_ids):
             if node not in self._nodes:
                 raise UnknownNode(node, field=f"nodes[{i}]")
+            if node in node_ids[:i]:
+                # Sourcing would count the node's ATP twice and oversell it.
+                raise InvalidArgument(
+                    f"node {node!r} is listed twice",
+                    (FieldViolation(f"nodes[{i}]", f"node {node!r} is listed twice"),),
+                )
         self._channels[channel_id] = tuple(node_ids)
 
     def has_node(self, node_id: str) -> bool:
@@ -372,9 +378,25 @@ class PureLedger:
                         f"line {i} of reservation {reservation_id!r} is not committed",
                         reason="NOT_COMMITTED",
                     )
+                name = ReservationState(line_state).name
                 raise IllegalTransition(
-                    f"line {i} of reservation {reservation_id!r} is {line_state.name.lower()}",
-                    reason=f"LINE_{line_state.name}",
+                    f"line {i} of reservation {reservation_id!r} is {name.lower()}",
+                    reason=f"LINE_{name}",
+                )
+        # A recount may have left fewer units on the shelf than were committed
+        # (a shortage): shipping them would drive on_hand negative. Refuse, and
+        # let the stock be corrected (or the line released) first.
+        shipping: dict[tuple[str, str], int] = {}
+        for line in selected:
+            if line.state == COMMITTED:
+                for node, q in line.allocations:
+                    shipping[(line.sku, node)] = shipping.get((line.sku, node), 0) + q
+        for (sku, node), q in shipping.items():
+            on_hand = self._rows[(sku, node)][ON_HAND]
+            if on_hand < q:
+                raise StockRejected(
+                    f"cannot ship {q} of {sku}@{node}: only {on_hand} on hand",
+                    reason="NEGATIVE_ON_HAND",
                 )
         for line in selected:
             if line.state != COMMITTED:
@@ -408,14 +430,18 @@ class PureLedger:
         if not heap or heap[0][0] > now:
             return []
         due: list[tuple[float, str]] = []
+        due_set: set[tuple[float, str]] = set()
         while heap and heap[0][0] <= now:
             expires_at, rid = heapq.heappop(heap)
             res = self._reservations.get(rid)
-            if res is None or res.expires_at != expires_at:
+            # Skip stale entries (the hold was extended, or this entry is a twin
+            # left by an extend onto the same expiry).
+            if res is None or res.expires_at != expires_at or (expires_at, rid) in due_set:
                 continue
             if not any(line.state == HELD for line in res.lines):
                 continue
             due.append((expires_at, rid))
+            due_set.add((expires_at, rid))
         due.sort()
         for _, rid in due:
             for line in self._reservations[rid].lines:
@@ -683,6 +709,7 @@ class PureLedger:
         )
 
     def _select_nodes(self, channel: str | None, nodes: Sequence[str] | None) -> Sequence[str]:
+        eligible: tuple[str, ...] | None = None
         if channel is not None:
             eligible = self._channels.get(channel)
             if eligible is None:
@@ -694,11 +721,19 @@ class PureLedger:
                 "give a channel, nodes, or both",
                 (FieldViolation("channel", "a channel or at least one node is required"),),
             )
+        seen: set[str] = set()
         for i, node in enumerate(nodes):
             if node not in self._nodes:
                 raise UnknownNode(node, field=f"nodes[{i}]")
-            if channel is not None and node not in eligible:
+            if channel is not None and eligible is not None and node not in eligible:
                 raise NodeNotEligible(node, channel, field=f"nodes[{i}]")
+            if node in seen:
+                # Counting a node twice would double its ATP.
+                raise InvalidArgument(
+                    f"node {node!r} is listed twice",
+                    (FieldViolation(f"nodes[{i}]", f"node {node!r} is listed twice"),),
+                )
+            seen.add(node)
         return nodes
 
 

@@ -58,8 +58,10 @@ def aggregate_state(line_states: list[int]) -> ReservationState:
     """The reservation's state is derived from its lines.
 
     Any line still held keeps the reservation HELD; otherwise any committed line
-    keeps it COMMITTED; once every line is terminal, FULFILLED wins over RELEASED,
-    and EXPIRED only if every line expired.
+    keeps it COMMITTED. Once every line is terminal: FULFILLED if anything
+    shipped; else EXPIRED if any line ran out of time (a partial reservation's
+    empty lines are RELEASED from the start, and the shopper should still hear
+    "timed out", not "cancelled"); else RELEASED.
     """
     s = set(line_states)
     if ReservationState.HELD in s:
@@ -68,7 +70,7 @@ def aggregate_state(line_states: list[int]) -> ReservationState:
         return ReservationState.COMMITTED
     if ReservationState.FULFILLED in s:
         return ReservationState.FULFILLED
-    if s == {ReservationState.EXPIRED}:
+    if ReservationState.EXPIRED in s:
         return ReservationState.EXPIRED
     return ReservationState.RELEASED
 

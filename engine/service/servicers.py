@@ -1,0 +1,283 @@
+"""The gRPC servicers: validate, convert, call the store, answer.
+
+Every method has the same shape: convert the request to engine/core types,
+validate it (all violations at once), make sure the deadline has not passed,
+then make exactly one store call and convert its result. Nothing is awaited
+between the deadline check and the store call, and the store applies a
+mutation synchronously before it awaits durability, so a call cancelled by its
+deadline either changed nothing or changed everything (and a retry with the
+same id returns that result).
+
+Failures go through :func:`fail`: engine errors become their gRPC status with
+google.rpc details (engine/service/errors.py); anything else is logged with the
+request id and answered INTERNAL without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc.aio
+
+from engine._proto.inventory.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    inventory_service_pb2,
+    inventory_service_pb2_grpc,
+    network_service_pb2,
+    network_service_pb2_grpc,
+    supply_service_pb2,
+    supply_service_pb2_grpc,
+)
+from engine.core.errors import EngineError, FieldViolation, InvalidArgument
+from engine.core.validation import (
+    validate_availability,
+    validate_channel,
+    validate_extend,
+    validate_line_change,
+    validate_node,
+    validate_reservation_id,
+    validate_reserve,
+    validate_supply,
+)
+from engine.service import convert
+from engine.service.errors import DeadlineExceeded, code_for, status_for
+from engine.service.interceptors import current_request_id
+from engine.store.base import Store
+
+__all__ = [
+    "AdminServicer",
+    "InventoryServicer",
+    "NetworkServicer",
+    "SupplyServicer",
+    "check_deadline",
+    "fail",
+]
+
+log = logging.getLogger("engine.service")
+
+_NOOP_RESPONSE = admin_service_pb2.NoopResponse()
+
+
+def check_deadline(context: grpc.aio.ServicerContext) -> None:
+    """Refuse to start a store call whose caller has already given up."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the call's deadline passed before it reached the store; nothing changed")
+
+
+async def fail(
+    context: grpc.aio.ServicerContext, exc: Exception, metadata: dict[str, str] | None = None
+) -> NoReturn:
+    request_id = current_request_id.get()
+    if code_for(exc) is grpc.StatusCode.INTERNAL or not isinstance(exc, EngineError):
+        log.error("internal error serving request %s", request_id or "-", exc_info=exc)
+    await context.abort_with_status(
+        status_for(
+            exc,
+            request_id=request_id or None,
+            metadata=metadata,
+            trailing_metadata=tuple(context.trailing_metadata() or ()),
+        )
+    )
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _reservation_metadata(reservation_id: str) -> dict[str, str] | None:
+    # Only ids that passed validation go back into error details.
+    return {"reservation_id": reservation_id} if 0 < len(reservation_id) <= 128 else None
+
+
+class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def Reserve(
+        self, request: inventory_service_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.Reservation:
+        try:
+            reserve = convert.reserve_request(request)
+            validate_reserve(reserve)
+            check_deadline(context)
+            return convert.reservation_pb(await self._store.reserve(reserve))
+        except Exception as exc:
+            await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def Commit(
+        self, request: inventory_service_pb2.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.Reservation:
+        try:
+            validate_reservation_id(request.reservation_id)
+            check_deadline(context)
+            return convert.reservation_pb(await self._store.commit(request.reservation_id))
+        except Exception as exc:
+            await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def Release(
+        self, request: inventory_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.Reservation:
+        try:
+            indexes = list(request.line_indexes)
+            validate_line_change(request.reservation_id, indexes)
+            check_deadline(context)
+            res = await self._store.release(request.reservation_id, indexes or None)
+            return convert.reservation_pb(res)
+        except Exception as exc:
+            await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def Fulfill(
+        self, request: inventory_service_pb2.FulfillRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.Reservation:
+        try:
+            indexes = list(request.line_indexes)
+            validate_line_change(request.reservation_id, indexes)
+            check_deadline(context)
+            res = await self._store.fulfill(request.reservation_id, indexes or None)
+            return convert.reservation_pb(res)
+        except Exception as exc:
+            await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def ExtendReservation(
+        self, request: inventory_service_pb2.ExtendReservationRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.Reservation:
+        try:
+            ttl_s = convert.duration_s(request.ttl)
+            validate_extend(request.reservation_id, ttl_s)
+            check_deadline(context)
+            return convert.reservation_pb(await self._store.extend(request.reservation_id, ttl_s))
+        except Exception as exc:
+            await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def GetReservation(
+        self, request: inventory_service_pb2.GetReservationRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.Reservation:
+        try:
+            validate_reservation_id(request.reservation_id)
+            return convert.reservation_pb(await self._store.get_reservation(request.reservation_id))
+        except Exception as exc:
+            await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def GetAvailability(
+        self, request: inventory_service_pb2.GetAvailabilityRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.GetAvailabilityResponse:
+        try:
+            skus = list(request.skus)
+            nodes = list(request.nodes)
+            channel = request.channel or None
+            validate_availability(skus, channel, nodes)
+            results = await self._store.availability(skus, channel, nodes or None, request.include_nodes)
+            return convert.availability_pb(results)
+        except Exception as exc:
+            await fail(context, exc)
+
+
+class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def AdjustStock(
+        self, request: supply_service_pb2.AdjustStockRequest, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.SupplyChangeResponse:
+        try:
+            ops = convert.adjust_ops(request)
+            validate_supply(ops)
+            check_deadline(context)
+            return convert.supply_pb(await self._store.apply_supply(ops))
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def SetStock(
+        self, request: supply_service_pb2.SetStockRequest, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.SupplyChangeResponse:
+        try:
+            ops = convert.set_stock_ops(request)
+            validate_supply(ops)
+            check_deadline(context)
+            return convert.supply_pb(await self._store.apply_supply(ops))
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def SetSafetyStock(
+        self, request: supply_service_pb2.SetSafetyStockRequest, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.SupplyChangeResponse:
+        try:
+            ops = convert.safety_stock_ops(request)
+            validate_supply(ops)
+            check_deadline(context)
+            return convert.supply_pb(await self._store.apply_supply(ops))
+        except Exception as exc:
+            await fail(context, exc)
+
+
+class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def UpsertNode(
+        self, request: network_service_pb2.UpsertNodeRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.Node:
+        try:
+            node = convert.node_from_pb(request.node)
+            validate_node(node, "node")
+            check_deadline(context)
+            return convert.node_pb(await self._store.upsert_node(node))
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def UpsertChannel(
+        self, request: network_service_pb2.UpsertChannelRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.Channel:
+        try:
+            channel = convert.channel_from_pb(request.channel)
+            validate_channel(channel, "channel")
+            check_deadline(context)
+            return convert.channel_pb(await self._store.upsert_channel(channel))
+        except InvalidArgument as exc:
+            # The store names the channel's fields from the channel's point of
+            # view (``nodes[2]``); the request nests them under ``channel``.
+            exc.violations = tuple(
+                v if v.field.startswith("channel.") else FieldViolation(f"channel.{v.field}", v.description)
+                for v in exc.violations
+            )
+            await fail(context, exc)
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def ListNodes(
+        self, request: network_service_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.ListNodesResponse:
+        try:
+            nodes = sorted(await self._store.list_nodes(), key=lambda n: n.id)
+            return network_service_pb2.ListNodesResponse(nodes=[convert.node_pb(n) for n in nodes])
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def ListChannels(
+        self, request: network_service_pb2.ListChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.ListChannelsResponse:
+        try:
+            channels = sorted(await self._store.list_channels(), key=lambda c: c.id)
+            return network_service_pb2.ListChannelsResponse(
+                channels=[convert.channel_pb(c) for c in channels]
+            )
+        except Exception as exc:
+            await fail(context, exc)
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def Audit(
+        self, request: admin_service_pb2.AuditRequest, context: grpc.aio.ServicerContext
+    ) -> admin_service_pb2.AuditResponse:
+        try:
+            return convert.audit_pb(await self._store.audit())
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def Noop(
+        self, request: admin_service_pb2.NoopRequest, context: grpc.aio.ServicerContext
+    ) -> admin_service_pb2.NoopResponse:
+        return _NOOP_RESPONSE

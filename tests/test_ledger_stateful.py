@@ -1,0 +1,419 @@
+"""Randomized differential test: the Cython ledger against the pure reference.
+
+A hypothesis state machine drives both ledgers with the same random operations
+and, after every step, requires identical answers (return value or error type,
+reason, shortfalls and field violations), identical exported state, identical
+availability, and the ledger invariants of ARCHITECTURE.md, recomputed here from
+the reservations rather than taken from ``audit()``.
+
+``LEDGER_DIFF_CANDIDATE=pure`` runs the machine pure against pure: a development
+aid for working on the machine itself while the extension does not build. CI
+leaves it unset, so the candidate is the Cython ledger, and an unbuilt extension
+fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from ledger_helpers import normalized_state, outcome
+
+from engine.core.ledger_protocol import Ledger
+from engine.core.types import ReservationState, SupplyKind, SupplyOp, aggregate_state
+from engine.ledgers import make_ledger
+
+REFERENCE = "pure"
+CANDIDATE = os.environ.get("LEDGER_DIFF_CANDIDATE", "fast")
+
+HELD = ReservationState.HELD
+COMMITTED = ReservationState.COMMITTED
+TERMINAL = {ReservationState.FULFILLED, ReservationState.RELEASED, ReservationState.EXPIRED}
+
+SKUS = ("A", "B", "C")
+NODES = ("n1", "n2", "n3", "n4")
+CHANNELS = ("web", "pos", "solo")
+UNKNOWN_NODE = "ghost"
+UNKNOWN_CHANNEL = "fax"
+MISSING_RESERVATION = "never-reserved"
+
+# Small numbers on purpose: three SKUs over four nodes run out, go short and
+# collide within a few steps. Bad input (unknown node, channel or reservation,
+# negative counts, bad line indexes) is drawn rarely, so that most steps reach
+# the interesting paths while every error path is still visited.
+ttls = st.sampled_from([1.0, 2.0, 5.0, 10.0, 30.0, 120.0])
+clock_steps = st.sampled_from([0.0, 0.001, 0.5, 1.0, 1.0, 2.0, 3.0, 5.0, 30.0, 500.0])
+
+
+def rarely(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``common`` about nine times in ten, else ``rare``."""
+    return st.integers(0, 9).flatmap(lambda n: rare if n == 0 else common)
+
+
+@st.composite
+def supply_ops(draw: st.DrawFn) -> SupplyOp:
+    kind = draw(st.sampled_from([SupplyKind.ADJUST, SupplyKind.ADJUST, SupplyKind.SET, SupplyKind.SAFETY]))
+    node = draw(rarely(st.sampled_from(NODES), st.just(UNKNOWN_NODE)))
+    if kind == SupplyKind.ADJUST:
+        value = draw(st.integers(-5, 12))
+    elif kind == SupplyKind.SET:
+        value = draw(rarely(st.integers(0, 15), st.just(-1)))
+    else:
+        value = draw(rarely(st.integers(0, 3), st.just(-1)))
+    version = draw(st.integers(0, 6)) if kind == SupplyKind.SET else 0
+    return SupplyOp(kind, draw(st.sampled_from(SKUS)), node, value, version, None)
+
+
+class LedgerDifferential(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ref: Ledger = make_ledger(REFERENCE)
+        self.cand: Ledger = make_ledger(CANDIDATE)
+        self.now = 0.0
+        # Time of the latest mutation: every mutation first expires what is due,
+        # so no hold may still be live past it.
+        self.synced = 0.0
+        self.requests: dict[str, tuple[str, list[tuple[str, int, str | None]], float, bool]] = {}
+        self.events: dict[str, SupplyOp] = {}
+        self.terminal: dict[str, Any] = {}
+        self.counter = 0
+        self.channel_nodes: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ driving
+
+    def both(self, call: Any) -> tuple[str, Any]:
+        """Run ``call`` on both ledgers; they must answer identically."""
+        expected = outcome(lambda: call(self.ref))
+        actual = outcome(lambda: call(self.cand))
+        assert actual == expected, f"{CANDIDATE} answered {actual!r}, {REFERENCE} answered {expected!r}"
+        return expected
+
+    def mutate(self, call: Any) -> tuple[str, Any]:
+        result = self.both(call)
+        self.synced = self.now
+        return result
+
+    def known_ids(self) -> list[str]:
+        return sorted(self.requests)
+
+    def live_reservations(self, ledger: Ledger) -> dict[str, Any]:
+        return {rid: ledger.get_reservation(rid) for rid in self.known_ids() if ledger.has_reservation(rid)}
+
+    def pick_reservation(self, data: st.DataObject, *states: ReservationState) -> str:
+        """Mostly a reservation in one of ``states``, else one that exists; sometimes
+        any id ever tried (failed attempts included) or one never seen."""
+        reservations = self.live_reservations(self.ref)
+        preferred = [rid for rid, res in reservations.items() if res.state in states] or sorted(reservations)
+        anything = st.sampled_from([*self.known_ids(), MISSING_RESERVATION])
+        if preferred:
+            return data.draw(rarely(st.sampled_from(preferred), anything))
+        return data.draw(anything)
+
+    def pick_line_indexes(self, data: st.DataObject, rid: str) -> list[int] | None:
+        """None (the whole reservation) or some of its lines; rarely a bad list."""
+        count = len(self.ref.get_reservation(rid).lines) if self.ref.has_reservation(rid) else 1
+        some_lines = st.lists(st.integers(0, count - 1), min_size=1, max_size=3)
+        bad = st.lists(st.integers(-1, count), max_size=3)
+        return data.draw(rarely(st.one_of(st.none(), some_lines), bad))
+
+    def fresh_id(self) -> str:
+        self.counter += 1
+        return f"r{self.counter}"
+
+    # ------------------------------------------------------------------ rules
+
+    @initialize(order=st.permutations(NODES), data=st.data())
+    def define_network(self, order: list[str], data: st.DataObject) -> None:
+        # Channel priority orders differ from run to run; node definition order too.
+        nodes = {"web": order[:3], "pos": order[2:], "solo": order[1:2]}
+        self.channel_nodes = nodes
+        for ledger in (self.ref, self.cand):
+            for node in reversed(order):
+                ledger.define_node(node)
+            for channel in CHANNELS:
+                ledger.define_channel(channel, nodes[channel])
+        # Start with some stock so reservations succeed early in a run.
+        self.mutate(
+            lambda ledger: ledger.apply_supply(
+                [SupplyOp(SupplyKind.ADJUST, sku, node, 8) for sku in SKUS for node in order[:3]], 0.0
+            )
+        )
+        # And some open carts: hypothesis switches rules off at random per run, and
+        # a run without the reserve rule would otherwise have nothing to commit,
+        # release, fulfill or extend.
+        for _ in range(data.draw(st.integers(1, 4))):
+            self.reserve(data=data, allow_partial=data.draw(st.booleans()), ttl=data.draw(ttls))
+
+    @rule(step=clock_steps)
+    def advance_clock(self, step: float) -> None:
+        self.now += step
+
+    @rule(data=st.data())
+    def advance_onto_an_expiry(self, data: st.DataObject) -> None:
+        """Land the clock exactly on (or just around) a live hold's expiry."""
+        expiries = sorted(
+            res.expires_at for res in self.live_reservations(self.ref).values() if res.state == HELD
+        )
+        if not expiries:
+            return
+        target = data.draw(st.sampled_from(expiries)) + data.draw(
+            st.sampled_from([-0.001, 0.0, 0.0, 1.0, 1.5])
+        )
+        self.now = max(self.now, target)
+
+    @rule(step=st.sampled_from([0.0, 0.0, 1.0, 5.0, 30.0]))
+    def expire_due(self, step: float) -> None:
+        """What the store's expiry timer does: move on, then expire what is due.
+
+        Mutations expire implicitly too; this is where several holds expire in
+        one call, so where the (expires_at, id) order shows."""
+        self.now += step
+        before = self.live_reservations(self.ref)
+        due = {rid for rid, res in before.items() if res.state == HELD and res.expires_at <= self.now}
+        kind, expired = self.mutate(lambda ledger: ledger.expire_due(self.now))
+        assert kind == "ok"
+        assert len(expired) == len(set(expired)), f"an id expired twice: {expired}"
+        assert set(expired) == due
+        order = [(before[rid].expires_at, rid) for rid in expired]
+        assert order == sorted(order)
+
+    @rule(data=st.data(), count=st.integers(1, 3))
+    def supply(self, data: st.DataObject, count: int) -> None:
+        ops = []
+        for _ in range(count):
+            op = data.draw(supply_ops())
+            mode = data.draw(
+                st.sampled_from(["none", "new", "replay", "reuse"] if self.events else ["none", "new"])
+            )
+            if mode == "new":
+                # Two "new" ops of one batch share the id: a duplicate or a
+                # mismatch inside the batch, which is worth visiting too.
+                op = op._replace(event_id=f"e{len(self.events)}")
+            elif mode == "replay":  # the same event again, same body: a duplicate
+                op = self.events[data.draw(st.sampled_from(sorted(self.events)))]
+            elif mode == "reuse":  # the same event id with (usually) another body: a mismatch
+                op = op._replace(event_id=data.draw(st.sampled_from(sorted(self.events))))
+            ops.append(op)
+        now = self.now
+        if count == 1 and data.draw(st.booleans()):
+            # The single-op entry points, which the service calls most.
+            kind, sku, node, value, version, event_id = ops[0]
+            if kind == SupplyKind.ADJUST:
+                result = self.mutate(lambda ledger: ledger.adjust_stock(sku, node, value, event_id, now))
+            elif kind == SupplyKind.SET:
+                result = self.mutate(
+                    lambda ledger: ledger.set_stock(sku, node, value, version, event_id, now)
+                )
+            else:
+                result = self.mutate(lambda ledger: ledger.set_safety_stock(sku, node, value, event_id, now))
+        else:
+            result = self.mutate(lambda ledger: ledger.apply_supply(ops, now))
+        if result[0] == "ok":
+            for op in ops:
+                if op.event_id is not None:
+                    self.events.setdefault(op.event_id, op)
+
+    @rule(data=st.data(), allow_partial=st.booleans(), ttl=ttls)
+    def reserve(self, data: st.DataObject, allow_partial: bool, ttl: float) -> None:
+        channel = data.draw(rarely(st.sampled_from(CHANNELS), st.just(UNKNOWN_CHANNEL)))
+        eligible = self.channel_nodes.get(channel, ())
+        node = st.one_of(
+            st.none(),
+            st.none(),
+            st.sampled_from(eligible) if eligible else st.none(),
+            rarely(st.none(), st.sampled_from([*NODES, UNKNOWN_NODE])),
+        )
+        lines = data.draw(
+            st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 6), node), min_size=1, max_size=4)
+        )
+        self.do_reserve(self.fresh_id(), channel, lines, ttl, allow_partial)
+
+    @rule(data=st.data())
+    def replay_reserve(self, data: st.DataObject) -> None:
+        if not self.requests:
+            return
+        rid = data.draw(st.sampled_from(self.known_ids()))
+        channel, lines, ttl, allow_partial = self.requests[rid]
+        change = data.draw(
+            st.sampled_from(["same", "same", "quantity", "ttl", "partial", "channel", "extra-line"])
+        )
+        if change == "quantity":
+            lines = [(lines[0][0], lines[0][1] + 1, lines[0][2]), *lines[1:]]
+        elif change == "ttl":
+            ttl += 1.0
+        elif change == "partial":
+            allow_partial = not allow_partial
+        elif change == "channel":
+            channel = "pos" if channel != "pos" else "web"
+        elif change == "extra-line":
+            lines = [*lines, ("A", 1, None)]
+        self.do_reserve(rid, channel, lines, ttl, allow_partial)
+
+    def do_reserve(
+        self,
+        rid: str,
+        channel: str,
+        lines: list[tuple[str, int, str | None]],
+        ttl: float,
+        allow_partial: bool,
+    ) -> None:
+        existed = self.ref.has_reservation(rid)
+        ledgers = (self.ref, self.cand)
+        atp_before = [{(r.sku, r.node): r.atp for r in ledger.iter_rows()} for ledger in ledgers]
+        now = self.now
+        kind, _ = self.mutate(lambda ledger: ledger.reserve(rid, channel, lines, ttl, allow_partial, now))
+        if kind == "ok" and not existed:
+            self.requests[rid] = (channel, lines, ttl, allow_partial)  # the body the ledger stored
+        else:
+            self.requests.setdefault(rid, (channel, lines, ttl, allow_partial))
+        if kind != "ok" or existed:
+            return
+        # A new hold never pushes a row's ATP below zero (unless it was already).
+        for ledger, before in zip(ledgers, atp_before, strict=True):
+            for line in ledger.get_reservation(rid).lines:
+                for alloc in line.allocations:
+                    after = ledger.stock(line.sku, alloc.node).atp
+                    assert after >= 0 or before.get((line.sku, alloc.node), 0) < 0, (
+                        f"{ledger.implementation}: hold {rid} took {line.sku}@{alloc.node} to ATP {after}"
+                    )
+
+    @rule(data=st.data())
+    def commit(self, data: st.DataObject) -> None:
+        rid = self.pick_reservation(data, HELD)
+        now = self.now
+        self.mutate(lambda ledger: ledger.commit(rid, now))
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        rid = self.pick_reservation(data, HELD, COMMITTED, ReservationState.FULFILLED)
+        line_indexes = self.pick_line_indexes(data, rid)
+        now = self.now
+        self.mutate(lambda ledger: ledger.release(rid, line_indexes, now))
+
+    @rule(data=st.data())
+    def fulfill(self, data: st.DataObject) -> None:
+        rid = self.pick_reservation(data, COMMITTED)
+        line_indexes = self.pick_line_indexes(data, rid)
+        now = self.now
+        self.mutate(lambda ledger: ledger.fulfill(rid, line_indexes, now))
+
+    @rule(data=st.data(), ttl=ttls, retried=st.booleans())
+    def extend(self, data: st.DataObject, ttl: float, retried: bool) -> None:
+        rid = self.pick_reservation(data, HELD)
+        now = self.now
+        if self.ref.has_reservation(rid) and data.draw(st.integers(0, 3)) == 0:
+            # Exactly the time left: the new expiry equals the current one.
+            remaining = self.ref.get_reservation(rid).expires_at - now
+            if remaining > 0:
+                ttl = remaining
+        self.mutate(lambda ledger: ledger.extend(rid, ttl, now))
+        if retried:  # a client retrying after a lost reply: same request, same instant
+            self.mutate(lambda ledger: ledger.extend(rid, ttl, now))
+
+    @rule(
+        channel=st.sampled_from([None, *CHANNELS, UNKNOWN_CHANNEL]),
+        nodes=st.one_of(
+            st.none(), st.lists(st.sampled_from([*NODES, UNKNOWN_NODE]), max_size=3, unique=True)
+        ),
+        per_node=st.booleans(),
+    )
+    def query_availability(self, channel: str | None, nodes: list[str] | None, per_node: bool) -> None:
+        self.both(lambda ledger: ledger.availability([*SKUS, "never-stocked"], channel, nodes, per_node))
+
+    @rule()
+    def swap_through_snapshots(self) -> None:
+        """Each implementation continues from the other's exported image (via JSON)."""
+        ref_image = json.loads(json.dumps(self.ref.export_state()))
+        cand_image = json.loads(json.dumps(self.cand.export_state()))
+        self.ref = make_ledger(REFERENCE)
+        self.ref.load_state(cand_image)
+        self.cand = make_ledger(CANDIDATE)
+        self.cand.load_state(ref_image)
+
+    # ------------------------------------------------------------------ checks
+
+    @invariant()
+    def same_state(self) -> None:
+        assert normalized_state(self.cand.export_state()) == normalized_state(self.ref.export_state())
+        assert list(self.cand.iter_rows()) == list(self.ref.iter_rows())
+        assert self.cand.shortages() == self.ref.shortages()
+        assert self.cand.row_count() == self.ref.row_count()
+        assert self.cand.reservation_count() == self.ref.reservation_count()
+
+    @invariant()
+    def same_availability(self) -> None:
+        skus = [*SKUS, "never-stocked"]
+        assert self.cand.availability(skus, None, NODES, True) == self.ref.availability(
+            skus, None, NODES, True
+        )
+        for channel in CHANNELS:
+            assert self.cand.availability(skus, channel, None, True) == self.ref.availability(
+                skus, channel, None, True
+            )
+
+    @invariant()
+    def same_audit(self) -> None:
+        assert self.ref.audit(self.synced) == []
+        assert self.cand.audit(self.synced) == []
+        # Past the last mutation, both flag the same overdue holds.
+        assert self.cand.audit(self.now) == self.ref.audit(self.now)
+
+    @invariant()
+    def counters_agree_with_reservations(self) -> None:
+        """Recompute reserved/committed per row from the reservations themselves."""
+        ref_reservations = self.live_reservations(self.ref)
+        cand_reservations = self.live_reservations(self.cand)
+        assert cand_reservations == ref_reservations
+        for ledger, reservations in ((self.ref, ref_reservations), (self.cand, cand_reservations)):
+            held: dict[tuple[str, str], int] = {}
+            committed: dict[tuple[str, str], int] = {}
+            earliest_hold = None
+            for rid, res in reservations.items():
+                assert res.state == aggregate_state([line.state for line in res.lines])
+                if res.state == HELD:
+                    assert res.expires_at > self.synced, f"{rid} is still held after its expiry"
+                    if earliest_hold is None or res.expires_at < earliest_hold:
+                        earliest_hold = res.expires_at
+                for line in res.lines:
+                    assert 0 <= line.allocated <= line.requested
+                    if not res.allow_partial and line.state != ReservationState.RELEASED:
+                        assert line.allocated == line.requested
+                    if line.state in (HELD, COMMITTED):
+                        assert line.allocated > 0
+                    target = held if line.state == HELD else committed if line.state == COMMITTED else None
+                    if target is not None:
+                        for alloc in line.allocations:
+                            assert alloc.quantity > 0
+                            key = (line.sku, alloc.node)
+                            target[key] = target.get(key, 0) + alloc.quantity
+            rows = {(r.sku, r.node): r for r in ledger.iter_rows()}
+            for key in set(rows) | set(held) | set(committed):
+                row = rows.get(key)
+                assert row is not None, f"{ledger.implementation}: units promised from a missing row {key}"
+                assert row.reserved >= 0 and row.committed >= 0 and row.on_hand >= 0
+                assert row.reserved == held.get(key, 0), f"{ledger.implementation}: reserved of {key}"
+                assert row.committed == committed.get(key, 0), f"{ledger.implementation}: committed of {key}"
+            if earliest_hold is not None:
+                pending = ledger.next_expiry()
+                assert pending is not None and pending <= earliest_hold
+
+    @invariant()
+    def terminal_reservations_never_change(self) -> None:
+        for rid, res in self.live_reservations(self.ref).items():
+            if rid in self.terminal:
+                assert res == self.terminal[rid], f"{rid} changed after reaching {self.terminal[rid].state!r}"
+            elif res.state in TERMINAL:
+                self.terminal[rid] = res
+
+
+LedgerDifferential.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+TestLedgerDifferential = LedgerDifferential.TestCase
