@@ -87,7 +87,7 @@ def _stubs(target: str) -> Any:
 def _to_dict(message: Any) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
-    return MessageToDict(message, preserving_proto_field_name=True)
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def _print(args: argparse.Namespace, message: Any, human: Callable[[Any], str]) -> None:
