@@ -8,8 +8,10 @@
 #     slots carry a hash tag (no dict, no boxed index, no stray records touched);
 #   - SKU ids are interned through the same kind of table, with short ASCII ids
 #     copied into the record so a lookup needs no string object;
-#   - (SKU, node) counters are 48-byte rows in fixed-size pages, found through
-#     a tagged open-addressing table.
+#   - (SKU, node) counters are one-cache-line rows in fixed-size pages, found
+#     through a tagged open-addressing table keyed by (the SKU's str hash,
+#     node), so a reservation goes from the caller's SKU string to its row in
+#     two dependent memory accesses (slot, row), the first one prefetched.
 # Everything is allocated with PyMem_Raw* so tracemalloc sees it (bench core
 # reports bytes per row from that). Python objects appear at the edges only:
 # ids a caller passes in, and results built on the way out.
@@ -45,7 +47,10 @@ ctypedef struct Slot:
     uint32_t ref
 
 
-# One (SKU, node) counter row: 48 bytes.
+# One (SKU, node) counter row: one 64-byte cache line, stored line-aligned (at
+# 48 bytes half the rows would straddle two lines). The rest of the line holds a
+# copy of the SKU's inline id (see SkuRec), so finding a row by the caller's SKU
+# string needs no other memory than the slot and the row itself.
 ctypedef struct Row:
     int64_t on_hand
     int64_t reserved
@@ -54,6 +59,8 @@ ctypedef struct Row:
     int64_t version
     int32_t sku
     int32_t node
+    uint8_t key_len
+    char key[15]
 
 
 # An interned SKU id. ``key``/``key_len`` hold a copy of a compact ASCII id of up
@@ -140,7 +147,8 @@ cdef class FastLedger:
     cdef uint64_t _sku_mask
 
     # --- rows
-    cdef Row** _pages
+    cdef Row** _pages             # line-aligned pages of PAGE_ROWS rows
+    cdef void** _page_blocks      # the blocks they were carved from (to free)
     cdef Py_ssize_t _n_pages
     cdef Py_ssize_t _pages_cap
     cdef Py_ssize_t _n_rows
@@ -182,7 +190,6 @@ cdef class FastLedger:
 
     # --- interning
     cdef int32_t _sku_of(self, object sku) except -2
-    cdef int32_t _sku_lookup(self, object sku, int32_t next_node) except -2
     cdef int32_t _intern_sku(self, object sku) except -2
     cdef int _rehash_skus(self, uint64_t slot_count) except -1
     cdef int32_t _intern_node(self, object node) except -2
@@ -192,6 +199,7 @@ cdef class FastLedger:
     # --- rows
     cdef Row* _row(self, int64_t r) noexcept nogil
     cdef int64_t _find(self, int32_t sku, int32_t node) noexcept nogil
+    cdef int64_t _find_obj(self, object sku, Py_hash_t h, int32_t node) except -2
     cdef int64_t _insert_row(self, int32_t sku, int32_t node) except -1
     cdef int _rehash_rows(self, uint64_t slot_count) except -1
     cdef Row* _alloc_row_ptr(self, AllocRec* a, int32_t sku) except NULL
@@ -208,8 +216,8 @@ cdef class FastLedger:
                                  double created_at, double expires_at, bint allow_partial,
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
                                  Py_ssize_t n_allocs) except? 0xFFFFFFFF
-    cdef int64_t _source(self, int32_t sku, int64_t quantity, int32_t* candidates,
-                         Py_ssize_t count) noexcept nogil
+    cdef int _source(self, object sku, Py_hash_t h, int64_t quantity, int32_t* candidates,
+                     Py_ssize_t count, int64_t* allocated) except -1
     cdef int _rollback_holds(self) except -1
     cdef object _reserve_new(self, object reservation_id, Py_hash_t h, object channel, Py_ssize_t ch,
                              object lines, double ttl_s, bint allow_partial, double now)

@@ -1,14 +1,14 @@
 """Typed stub of the Cython ledger; mirrors engine.core.ledger_protocol.Ledger."""
 
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from engine.core.types import Reservation, SkuAvailability, StockChange, StockLevel, SupplyOp
 
 __all__ = ["FastLedger"]
 
 class FastLedger:
-    implementation: ClassVar[str]
+    implementation: str
 
     def __init__(self) -> None: ...
     def define_node(self, node_id: str) -> None: ...
@@ -17,7 +17,9 @@ class FastLedger:
     def has_channel(self, channel_id: str) -> bool: ...
     def channel_nodes(self, channel_id: str) -> tuple[str, ...]: ...
     def apply_supply(self, ops: Sequence[SupplyOp], now: float) -> list[StockChange]: ...
-    def adjust_stock(self, sku: str, node: str, delta: int, event_id: str | None, now: float) -> StockChange: ...
+    def adjust_stock(
+        self, sku: str, node: str, delta: int, event_id: str | None, now: float
+    ) -> StockChange: ...
     def set_stock(
         self, sku: str, node: str, on_hand: int, version: int, event_id: str | None, now: float
     ) -> StockChange: ...

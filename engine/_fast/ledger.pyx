@@ -75,6 +75,9 @@ cdef extern from *:
     static inline uint64_t fastledger_row_key(int32_t sku, int32_t node) {
         return fastledger_fmix(((uint64_t)(uint32_t)sku << 32) | (uint64_t)(uint32_t)node);
     }
+    static inline uint64_t fastledger_row_hkey(Py_hash_t sku_hash, int32_t node) {
+        return fastledger_fmix((uint64_t)sku_hash ^ ((uint64_t)(uint32_t)node * 0x9e3779b97f4a7c15ULL));
+    }
     #define fastledger_prefetch(p) __builtin_prefetch((const void *)(p))
 
     /* Random access to tens of MB of rows and hash slots is dominated by TLB
@@ -97,13 +100,14 @@ cdef extern from *:
     """
     uint64_t fastledger_fmix(uint64_t k) noexcept nogil
     uint64_t fastledger_row_key(int32_t sku, int32_t node) noexcept nogil
+    uint64_t fastledger_row_hkey(Py_hash_t sku_hash, int32_t node) noexcept nogil
     void fastledger_prefetch(const void* p) noexcept nogil
     void fastledger_advise_huge(void* p, size_t size) noexcept nogil
 
 cdef enum:
-    # 131072 rows (6 MiB) a page: growing never copies rows, and a page holds at
-    # least two aligned 2 MiB extents for huge pages. Untouched rows of the last
-    # page cost address space, not memory.
+    # 131072 rows (8 MiB) a page: growing never copies rows, and a page holds at
+    # least three aligned 2 MiB extents for huge pages. Untouched rows of the
+    # last page cost address space, not memory.
     PAGE_SHIFT = 17
     PAGE_ROWS = 131072
     PAGE_MASK = 131071
@@ -292,6 +296,7 @@ cdef class FastLedger:
         self._sku_slots = _new_slots(MIN_SLOTS)
         self._sku_mask = MIN_SLOTS - 1
         self._pages = <Row**>_grow(NULL, &self._pages_cap, 16, sizeof(Row*))
+        self._page_blocks = <void**>_realloc(NULL, self._pages_cap * sizeof(void*))
         self._row_slots = _new_slots(MIN_SLOTS)
         self._row_mask = MIN_SLOTS - 1
         self._arena = <char*>_grow(NULL, &self._arena_cap, 4096, 1)
@@ -311,10 +316,11 @@ cdef class FastLedger:
     cdef void _free_storage(self) noexcept:
         cdef Py_ssize_t i, off = 0
         cdef ResHead* head
-        if self._pages != NULL:
+        if self._page_blocks != NULL:
             for i in range(self._n_pages):
-                PyMem_RawFree(self._pages[i])
-            PyMem_RawFree(self._pages)
+                PyMem_RawFree(self._page_blocks[i])
+            PyMem_RawFree(self._page_blocks)
+        PyMem_RawFree(self._pages)
         if self._ch_nodes != NULL:
             for i in range(self._ch_count):
                 PyMem_RawFree(self._ch_nodes[i])
@@ -344,6 +350,7 @@ cdef class FastLedger:
         PyMem_RawFree(self._due)
         PyMem_RawFree(self._idx_buf)
         self._pages = NULL
+        self._page_blocks = NULL
         self._ch_nodes = NULL
         self._ch_len = NULL
         self._node_defined = NULL
@@ -373,12 +380,6 @@ cdef class FastLedger:
 
     cdef int32_t _sku_of(self, object sku) except -2:
         """The interned index of ``sku``, or -1 when it was never seen."""
-        return self._sku_lookup(sku, -1)
-
-    cdef int32_t _sku_lookup(self, object sku, int32_t next_node) except -2:
-        """``_sku_of``; with ``next_node`` >= 0, also starts loading the row slot
-        of (sku, next_node) as soon as the index is known, so that miss overlaps
-        the one on the SKU record."""
         cdef Py_hash_t h = hash(sku)
         cdef uint64_t k = fastledger_fmix(<uint64_t>h)
         cdef uint64_t mask = self._sku_mask
@@ -391,10 +392,6 @@ cdef class FastLedger:
             if slot.ref == 0:
                 return -1
             if slot.tag == tag:
-                if next_node >= 0:
-                    fastledger_prefetch(
-                        &self._row_slots[fastledger_row_key(<int32_t>(slot.ref - 1), next_node) & self._row_mask]
-                    )
                 rec = &self._skus[slot.ref - 1]
                 if rec.hash == h and _key_matches(rec.name, rec.key_len, rec.key, sku):
                     return <int32_t>(slot.ref - 1)
@@ -483,7 +480,8 @@ cdef class FastLedger:
         return self._pages[r >> PAGE_SHIFT] + (r & PAGE_MASK)
 
     cdef int64_t _find(self, int32_t sku, int32_t node) noexcept nogil:
-        cdef uint64_t k = fastledger_row_key(sku, node)
+        """The row of (interned SKU, node), or -1."""
+        cdef uint64_t k = fastledger_row_hkey(self._skus[sku].hash, node)
         cdef uint64_t mask = self._row_mask
         cdef uint64_t i = k & mask
         cdef uint32_t tag = <uint32_t>(k >> 32)
@@ -499,6 +497,36 @@ cdef class FastLedger:
                     return slot.ref - 1
             i = (i + 1) & mask
 
+    cdef int64_t _find_obj(self, object sku, Py_hash_t h, int32_t node) except -2:
+        """The row of (the caller's SKU object with hash ``h``, node), or -1.
+
+        The hot path of reserve: no SKU interning lookup; a short ASCII id is
+        compared with the copy in the row, which has to be loaded anyway.
+        """
+        cdef uint64_t k = fastledger_row_hkey(h, node)
+        cdef uint64_t mask = self._row_mask
+        cdef uint64_t i = k & mask
+        cdef uint32_t tag = <uint32_t>(k >> 32)
+        cdef Slot* slot
+        cdef Row* row
+        cdef SkuRec* rec
+        while True:
+            slot = &self._row_slots[i]
+            if slot.ref == 0:
+                return -1
+            if slot.tag == tag:
+                row = self._row(slot.ref - 1)
+                if row.node == node:
+                    if row.key_len != INLINE_NONE and _is_ascii_str(sku):
+                        if (PyUnicode_GET_LENGTH(sku) == row.key_len
+                                and memcmp(PyUnicode_DATA(sku), row.key, row.key_len) == 0):
+                            return slot.ref - 1
+                    else:
+                        rec = &self._skus[row.sku]
+                        if rec.hash == h and _key_matches(rec.name, rec.key_len, rec.key, sku):
+                            return slot.ref - 1
+            i = (i + 1) & mask
+
     cdef int _rehash_rows(self, uint64_t slot_count) except -1:
         cdef Slot* slots = _new_slots(slot_count)
         cdef uint64_t mask = slot_count - 1
@@ -507,7 +535,7 @@ cdef class FastLedger:
         cdef Row* row
         for r in range(self._n_rows):
             row = self._row(r)
-            k = fastledger_row_key(row.sku, row.node)
+            k = fastledger_row_hkey(self._skus[row.sku].hash, row.node)
             i = k & mask
             while slots[i].ref != 0:
                 i = (i + 1) & mask
@@ -524,30 +552,35 @@ cdef class FastLedger:
         cdef Py_ssize_t page = r >> PAGE_SHIFT
         cdef uint64_t k, i
         cdef Row* row
-        cdef Row* block
+        cdef char* block
         if r >= 0x7FFFFFFE:
             raise OverflowError("too many rows for one ledger")
         # Load factor under 3/4 keeps probe chains short.
         if (r + 1) * 4 > <int64_t>(self._row_mask + 1) * 3:
             self._rehash_rows((self._row_mask + 1) * 2)
         if page >= self._n_pages:
-            self._pages = <Row**>_grow(self._pages, &self._pages_cap, page + 1, sizeof(Row*))
-            block = <Row*>PyMem_RawMalloc(PAGE_ROWS * sizeof(Row))
+            if page + 1 > self._pages_cap:
+                self._pages = <Row**>_grow(self._pages, &self._pages_cap, page + 1, sizeof(Row*))
+                self._page_blocks = <void**>_realloc(self._page_blocks, self._pages_cap * sizeof(void*))
+            block = <char*>PyMem_RawMalloc(PAGE_ROWS * sizeof(Row) + 64)
             if block == NULL:
                 raise MemoryError()
-            self._pages[page] = block
+            self._page_blocks[page] = block
+            self._pages[page] = <Row*>((<size_t>block + 63) & ~(<size_t>63))
             self._n_pages = page + 1
             if page >= 1:
                 # A second page means a big ledger: huge pages for it and the first.
-                fastledger_advise_huge(block, PAGE_ROWS * sizeof(Row))
+                fastledger_advise_huge(self._pages[page], PAGE_ROWS * sizeof(Row))
                 if page == 1:
                     fastledger_advise_huge(self._pages[0], PAGE_ROWS * sizeof(Row))
         row = self._row(r)
         memset(row, 0, sizeof(Row))
         row.sku = sku
         row.node = node
+        row.key_len = self._skus[sku].key_len
+        memcpy(row.key, self._skus[sku].key, sizeof(row.key))
         self._n_rows = r + 1
-        k = fastledger_row_key(sku, node)
+        k = fastledger_row_hkey(self._skus[sku].hash, node)
         i = k & self._row_mask
         while self._row_slots[i].ref != 0:
             i = (i + 1) & self._row_mask
@@ -872,6 +905,9 @@ cdef class FastLedger:
                 return -1
             if slot.tag == tag:
                 head = self._head(slot.ref - 1)
+                # Lines and allocations start in the record's next cache line:
+                # load it together with the head instead of after it.
+                fastledger_prefetch(<char*>head + 64)
                 if head.hash == h:
                     if head.id == <PyObject*>reservation_id:
                         return slot.ref - 1
@@ -965,8 +1001,8 @@ cdef class FastLedger:
         self._n_res += 1
         return <uint32_t>(off >> 3)
 
-    cdef int64_t _source(self, int32_t sku, int64_t quantity, int32_t* candidates,
-                         Py_ssize_t count) noexcept nogil:
+    cdef int _source(self, object sku, Py_hash_t h, int64_t quantity, int32_t* candidates,
+                     Py_ssize_t count, int64_t* allocated) except -1:
         """Deterministic sourcing, as the reference's ``_source``: the first
         candidate covering the whole line, else greedy in priority order.
 
@@ -978,11 +1014,16 @@ cdef class FastLedger:
         node is counted twice).
         """
         cdef Py_ssize_t c, nfree = 0
-        cdef int64_t r, atp, take, remaining, allocated = 0
+        cdef int64_t r, atp, take, remaining
         cdef Row* row
         cdef AllocRec* a
+        allocated[0] = 0
         for c in range(count):
-            r = self._find(sku, candidates[c])
+            if c + 1 < count:
+                # The next candidate is only needed when this one cannot cover
+                # the line; its slot costs nothing to start loading.
+                fastledger_prefetch(&self._row_slots[fastledger_row_hkey(h, candidates[c + 1]) & self._row_mask])
+            r = self._find_obj(sku, h, candidates[c])
             if r < 0:
                 continue
             row = self._row(r)
@@ -996,7 +1037,8 @@ cdef class FastLedger:
                 a.row = <int32_t>r
                 a.node = candidates[c]
                 row.reserved += quantity
-                return quantity
+                allocated[0] = quantity
+                return 0
             self._free_row[nfree] = r
             self._free_atp[nfree] = atp
             self._free_node[nfree] = candidates[c]
@@ -1011,10 +1053,10 @@ cdef class FastLedger:
             a.node = self._free_node[c]
             self._row(self._free_row[c]).reserved += take
             remaining -= take
-            allocated += take
+            allocated[0] += take
             if remaining == 0:
                 break
-        return allocated
+        return 0
 
     cdef int _rollback_holds(self) except -1:
         cdef Py_ssize_t k
@@ -1031,31 +1073,49 @@ cdef class FastLedger:
         cdef uint64_t k = fastledger_fmix(<uint64_t>h)
         cdef int64_t handle
         cdef PyObject* p
-        cdef Py_ssize_t li, n
-        # The id's slot and the SKUs' slots are almost always cache misses that
-        # do not depend on each other: start loading all of them now.
+        cdef PyObject* pn
+        cdef Py_ssize_t li, n, ch = -1
+        cdef int32_t first_node
+        # The id's slot and each line's row slot are almost always cache misses
+        # that do not depend on each other: start loading all of them now.
+        # (Only side-effect-free work here: errors are raised in the
+        # reference's order below.)
         fastledger_prefetch(&self._res_slots[k & self._res_mask])
-        if PyList_CheckExact(lines) or PyTuple_CheckExact(lines):
-            n = len(lines)
-            for li in range(n if n < 4 else 4):
-                item = lines[li]
-                if PyTuple_Check(item) and PyTuple_GET_SIZE(item) == 3:
+        p = PyDict_GetItemWithError(self._channel_index, channel)
+        if p != NULL:
+            ch = PyLong_AsSsize_t(<object>p)
+            if PyList_CheckExact(lines) or PyTuple_CheckExact(lines):
+                n = len(lines)
+                for li in range(n if n < 8 else 8):
+                    item = lines[li]
+                    if not (PyTuple_Check(item) and PyTuple_GET_SIZE(item) == 3):
+                        continue
                     sku = <object>PyTuple_GET_ITEM(item, 0)
-                    if PyUnicode_CheckExact(sku):  # hashing a str cannot fail
-                        fastledger_prefetch(
-                            &self._sku_slots[fastledger_fmix(<uint64_t>hash(sku)) & self._sku_mask]
-                        )
+                    node = <object>PyTuple_GET_ITEM(item, 2)
+                    if not PyUnicode_CheckExact(sku):  # hashing a str cannot fail
+                        continue
+                    if node is None:
+                        if self._ch_len[ch] == 0:
+                            continue
+                        first_node = self._ch_nodes[ch][0]
+                    elif PyUnicode_CheckExact(node):
+                        pn = PyDict_GetItemWithError(self._node_index, node)
+                        if pn == NULL:
+                            continue
+                        first_node = <int32_t>PyLong_AsSsize_t(<object>pn)
+                    else:
+                        continue
+                    fastledger_prefetch(
+                        &self._row_slots[fastledger_row_hkey(hash(sku), first_node) & self._row_mask]
+                    )
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
         handle = self._res_lookup(reservation_id, h)
         if handle >= 0:
             return self._replay(<uint32_t>handle, reservation_id, channel, lines, ttl_s, allow_partial)
-        p = PyDict_GetItemWithError(self._channel_index, channel)
-        if p == NULL:
+        if ch < 0:
             raise UnknownChannel(channel)
-        return self._reserve_new(
-            reservation_id, h, channel, PyLong_AsSsize_t(<object>p), lines, ttl_s, allow_partial, now
-        )
+        return self._reserve_new(reservation_id, h, channel, ch, lines, ttl_s, allow_partial, now)
 
     cdef object _replay(self, uint32_t handle, object reservation_id, object channel, object lines,
                         double ttl_s, bint allow_partial):
@@ -1086,6 +1146,7 @@ cdef class FastLedger:
                              object lines, double ttl_s, bint allow_partial, double now):
         cdef Py_ssize_t n, li, k, ncand
         cdef int32_t nidx, sku_idx
+        cdef Py_hash_t sku_hash
         cdef int32_t* cand
         cdef int32_t* eligible = self._ch_nodes[ch]
         cdef Py_ssize_t n_eligible = self._ch_len[ch]
@@ -1128,21 +1189,25 @@ cdef class FastLedger:
                     cand = eligible
                     ncand = n_eligible
                 quantity = qty
-                sku_idx = self._sku_lookup(sku, cand[0] if ncand > 0 else -1)
+                sku_hash = hash(sku)
                 if self._n_plan_allocs + ncand > self._plan_allocs_cap:
                     self._plan_allocs = <AllocRec*>_grow(
                         self._plan_allocs, &self._plan_allocs_cap, self._n_plan_allocs + ncand, sizeof(AllocRec)
                     )
                 line = &self._plan_lines[li]
                 line.alloc_first = <int32_t>self._n_plan_allocs
-                if sku_idx >= 0:
-                    allocated = self._source(sku_idx, quantity, cand, ncand)
-                else:
-                    allocated = 0  # a SKU never stocked anywhere has no rows
-                    if unknown_skus is None:
-                        unknown_skus = []
-                    unknown_skus.append((li, sku))
+                self._source(sku, sku_hash, quantity, cand, ncand, &allocated)
                 line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
+                if line.alloc_count > 0:
+                    # Every allocation is a row of this SKU: it names the SKU's index.
+                    sku_idx = self._row(self._plan_allocs[line.alloc_first].row).sku
+                else:
+                    sku_idx = self._sku_of(sku)
+                    if sku_idx < 0:
+                        # Never stocked anywhere: interned only if the reservation is recorded.
+                        if unknown_skus is None:
+                            unknown_skus = []
+                        unknown_skus.append((li, sku))
                 line.quantity = quantity
                 line.sku = sku_idx
                 line.node = nidx
@@ -1178,6 +1243,8 @@ cdef class FastLedger:
         cdef Row* row
         cdef int32_t k, j
         cdef int state
+        # Start loading the id's slot before the expiry work that precedes the lookup.
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
         head = self._head(<uint32_t>self._res_of(reservation_id))
@@ -1238,6 +1305,8 @@ cdef class FastLedger:
         cdef Row* row
         cdef int32_t j
         cdef bint explicit = line_indexes is not None
+        # Start loading the id's slot before the expiry work that precedes the lookup.
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
         head = self._head(<uint32_t>self._res_of(reservation_id))
@@ -1346,6 +1415,8 @@ cdef class FastLedger:
         cdef int state
         cdef str name
         cdef bint explicit = line_indexes is not None
+        # Start loading the id's slot before the expiry work that precedes the lookup.
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
         head = self._head(<uint32_t>self._res_of(reservation_id))
@@ -1401,6 +1472,8 @@ cdef class FastLedger:
         cdef int64_t handle
         cdef ResHead* head
         cdef int state
+        # Start loading the id's slot before the expiry work that precedes the lookup.
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
         handle = self._res_of(reservation_id)
