@@ -1083,3 +1083,14 @@ def test_a_partial_reservation_that_expired_reports_expired(net):
     with pytest.raises(IllegalTransition) as info:
         net.commit("r", 11.0)
     assert info.value.reason == "RESERVATION_EXPIRED"
+
+
+def test_a_reserve_that_fails_on_its_ttl_leaves_no_hold(net):
+    """BUG (fixed): the pure ledger wrote the hold before computing the expiry,
+    so a bad TTL raised after the counters had moved."""
+    receive(net, "sku", {"dc1": 5})
+    with pytest.raises(TypeError):
+        net.reserve("r", "web", [("sku", 1, None)], "x", False, 0.0)
+    assert net.stock("sku", "dc1").reserved == 0
+    assert not net.has_reservation("r")
+    assert net.audit(0.0) == []

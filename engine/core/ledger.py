@@ -293,6 +293,8 @@ class PureLedger:
         if shortfalls and (not allow_partial or not taken):
             raise OutOfStock(tuple(shortfalls))
 
+        # Computed before the first write, so a bad TTL cannot leave a stray hold.
+        expires_at = now + ttl_s
         # Checks passed: write.
         new_lines: list[_Line] = []
         for sku, quantity, node, allocations in planned:
@@ -300,7 +302,6 @@ class PureLedger:
                 self._rows[(sku, n)][RESERVED] += q
             state = HELD if allocations else RELEASED
             new_lines.append(_Line(sku, quantity, node, allocations, state))
-        expires_at = now + ttl_s
         self._reservations[reservation_id] = _Reservation(
             reservation_id, channel, ttl_s, allow_partial, now, expires_at, new_lines
         )
