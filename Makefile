@@ -9,6 +9,7 @@ install:
 
 test: install
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy engine
 	$(PYTHON) -m pytest
 
 lint:
