@@ -98,31 +98,22 @@ def _print(args: argparse.Namespace, message: Any, human: Callable[[Any], str]) 
 
 
 def _error_text(exc: Any) -> dict[str, Any]:
-    """Decode a gRPC error and its google.rpc.Status details for people and scripts."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
+    """A gRPC error and its google.rpc.Status details, for people and scripts."""
+    from engine.service.errors import decode_error
 
-    out: dict[str, Any] = {"code": exc.code().name, "message": exc.details()}
-    status = rpc_status.from_call(exc)
-    if status is None:
-        return out
-    from engine._proto.inventory.v1 import error_details_pb2 as inventory_details
-
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            out["reason"] = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out["field_violations"] = [
-                {"field": v.field, "description": v.description} for v in bad.field_violations
-            ]
-        elif detail.Is(inventory_details.OutOfStockDetail.DESCRIPTOR):
-            oos = inventory_details.OutOfStockDetail()
-            detail.Unpack(oos)
-            out["shortfalls"] = [_to_dict(s) for s in oos.shortfalls]
+    details = decode_error(exc)
+    out: dict[str, Any] = {"code": details.code.name, "message": details.message, "reason": details.reason}
+    if details.request_id:
+        out["request_id"] = details.request_id
+    if details.field_violations:
+        out["field_violations"] = [
+            {"field": v.field, "description": v.description} for v in details.field_violations
+        ]
+    if details.shortfalls:
+        out["shortfalls"] = [
+            {"line_index": s.line_index, "sku": s.sku, "requested": s.requested, "available": s.available}
+            for s in details.shortfalls
+        ]
     return out
 
 
@@ -141,8 +132,8 @@ def _call(args: argparse.Namespace, fn: Callable[[], Any], human: Callable[[Any]
                 print(f"  {v['field']}: {v['description']}", file=sys.stderr)
             for s in err.get("shortfalls", []):
                 print(
-                    f"  line {s.get('line_index', 0)} {s['sku']}: requested {s.get('requested', 0)},"
-                    f" available {s.get('available', 0)}",
+                    f"  line {s['line_index']} {s['sku']}: requested {s['requested']},"
+                    f" available {s['available']}",
                     file=sys.stderr,
                 )
         return 2
@@ -391,7 +382,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from engine.bench.rpc import run as run_rpc
 
-        result = run_rpc(duration_s=args.duration, concurrency=args.concurrency, rounds=args.rounds)
+        result = run_rpc(
+            duration_s=args.duration, concurrency=args.concurrency, rounds=args.rounds, memory=args.memory
+        )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -498,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measured phase")
     p.add_argument("--rounds", type=int, default=3, help="alternating noop/reserve rounds")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    p.add_argument("--memory", action="store_true", help="server without a journal (what durability costs)")
     p.set_defaults(func=cmd_bench)
     return parser
 

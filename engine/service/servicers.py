@@ -16,7 +16,8 @@ request id and answered INTERNAL without internals.
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
 
 import grpc.aio
 
@@ -31,6 +32,7 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2_grpc,
 )
 from engine.core.errors import EngineError, FieldViolation, InvalidArgument
+from engine.core.types import Reservation, SupplyOp
 from engine.core.validation import (
     validate_availability,
     validate_channel,
@@ -117,24 +119,25 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     async def Release(
         self, request: inventory_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> inventory_service_pb2.Reservation:
-        try:
-            indexes = list(request.line_indexes)
-            validate_line_change(request.reservation_id, indexes)
-            check_deadline(context)
-            res = await self._store.release(request.reservation_id, indexes or None)
-            return convert.reservation_pb(res)
-        except Exception as exc:
-            await fail(context, exc, _reservation_metadata(request.reservation_id))
+        return await self._change_lines(self._store.release, request, context)
 
     async def Fulfill(
         self, request: inventory_service_pb2.FulfillRequest, context: grpc.aio.ServicerContext
     ) -> inventory_service_pb2.Reservation:
+        return await self._change_lines(self._store.fulfill, request, context)
+
+    async def _change_lines(
+        self,
+        store_call: Callable[[str, list[int] | None], Awaitable[Reservation]],
+        request: inventory_service_pb2.ReleaseRequest | inventory_service_pb2.FulfillRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> inventory_service_pb2.Reservation:
+        """Release and Fulfill: the whole reservation, or the listed lines."""
         try:
             indexes = list(request.line_indexes)
             validate_line_change(request.reservation_id, indexes)
             check_deadline(context)
-            res = await self._store.fulfill(request.reservation_id, indexes or None)
-            return convert.reservation_pb(res)
+            return convert.reservation_pb(await store_call(request.reservation_id, indexes or None))
         except Exception as exc:
             await fail(context, exc, _reservation_metadata(request.reservation_id))
 
@@ -179,30 +182,24 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
     async def AdjustStock(
         self, request: supply_service_pb2.AdjustStockRequest, context: grpc.aio.ServicerContext
     ) -> supply_service_pb2.SupplyChangeResponse:
-        try:
-            ops = convert.adjust_ops(request)
-            validate_supply(ops)
-            check_deadline(context)
-            return convert.supply_pb(await self._store.apply_supply(ops))
-        except Exception as exc:
-            await fail(context, exc)
+        return await self._apply(convert.adjust_ops, request, context)
 
     async def SetStock(
         self, request: supply_service_pb2.SetStockRequest, context: grpc.aio.ServicerContext
     ) -> supply_service_pb2.SupplyChangeResponse:
-        try:
-            ops = convert.set_stock_ops(request)
-            validate_supply(ops)
-            check_deadline(context)
-            return convert.supply_pb(await self._store.apply_supply(ops))
-        except Exception as exc:
-            await fail(context, exc)
+        return await self._apply(convert.set_stock_ops, request, context)
 
     async def SetSafetyStock(
         self, request: supply_service_pb2.SetSafetyStockRequest, context: grpc.aio.ServicerContext
     ) -> supply_service_pb2.SupplyChangeResponse:
+        return await self._apply(convert.safety_stock_ops, request, context)
+
+    async def _apply(
+        self, to_ops: Callable[[Any], list[SupplyOp]], request: Any, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.SupplyChangeResponse:
+        """The three supply RPCs differ only in how a change becomes a SupplyOp."""
         try:
-            ops = convert.safety_stock_ops(request)
+            ops = to_ops(request)
             validate_supply(ops)
             check_deadline(context)
             return convert.supply_pb(await self._store.apply_supply(ops))
@@ -248,7 +245,7 @@ class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
         self, request: network_service_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
     ) -> network_service_pb2.ListNodesResponse:
         try:
-            nodes = sorted(await self._store.list_nodes(), key=lambda n: n.id)
+            nodes = await self._store.list_nodes()
             return network_service_pb2.ListNodesResponse(nodes=[convert.node_pb(n) for n in nodes])
         except Exception as exc:
             await fail(context, exc)
@@ -257,7 +254,7 @@ class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
         self, request: network_service_pb2.ListChannelsRequest, context: grpc.aio.ServicerContext
     ) -> network_service_pb2.ListChannelsResponse:
         try:
-            channels = sorted(await self._store.list_channels(), key=lambda c: c.id)
+            channels = await self._store.list_channels()
             return network_service_pb2.ListChannelsResponse(
                 channels=[convert.channel_pb(c) for c in channels]
             )

@@ -493,6 +493,8 @@ class EmbeddedStore:
         if not expired:
             return [], None  # the heap's head was stale (extended, committed, released)
         self._stats.expired_holds += len(expired)
+        if self._writer is None:
+            return expired, None  # memory only: nothing to journal
         return expired, self._enqueue(_encode(["expire", now, expired]))
 
     def _enqueue(self, payload: bytes) -> asyncio.Future[BaseException | None] | None:
@@ -551,7 +553,8 @@ class EmbeddedStore:
         self._check_writable()
         now = self._clock()
         expiry = self._expire(now)[1] if expire else None
-        payload = _encode([op, now, *args])
+        # Memory only: no journal, so no record to encode on this hot path.
+        payload = _encode([op, now, *args]) if self._writer is not None else b""
         try:
             result = self._apply(op, now, args)
         except EngineError:
