@@ -2,12 +2,17 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install test lint typecheck bench protos serve clean
+.PHONY: install system-deps test lint typecheck bench protos serve clean
 
 install:
 	$(PIP) install -e '.[test]'
 
-test: install
+# Debian's redis-server and redis-tools: the suite starts real Redis servers and
+# a Redis Cluster. Installs them when missing (as root, with apt-get); quiet otherwise.
+system-deps:
+	sh tools/ensure_system_deps.sh
+
+test: system-deps install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy engine
 	$(PYTHON) -m pytest

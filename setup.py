@@ -9,6 +9,18 @@ extensions = [
         ["engine/_fast/ledger.pyx"],
         extra_compile_args=["-O3"],
     ),
+    # No fused multiply-add: distances must match the pure twin to the last bit,
+    # or a ranking tie could break differently (see engine/_fast/sourcing.pyx).
+    Extension(
+        "engine._fast.sourcing",
+        ["engine/_fast/sourcing.pyx"],
+        extra_compile_args=["-O3", "-ffp-contract=off"],
+    ),
+    Extension(
+        "engine._fast.allocation",
+        ["engine/_fast/allocation.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

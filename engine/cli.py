@@ -32,32 +32,122 @@ def _ledger_impl(args: argparse.Namespace) -> str:
     return impl
 
 
+def _redis_config(args: argparse.Namespace) -> Any:
+    """The RedisStoreConfig for ``--redis``/``--redis-cluster``, or None for the embedded store."""
+    from engine.config import RedisStoreConfig
+
+    if args.redis and args.redis_cluster:
+        raise SystemExit("give --redis or --redis-cluster, not both")
+    if args.redis:
+        return RedisStoreConfig(url=args.redis, namespace=args.redis_namespace)
+    if args.redis_cluster:
+        nodes = tuple(n.strip() for n in args.redis_cluster.split(",") if n.strip())
+        return RedisStoreConfig(cluster_nodes=nodes, namespace=args.redis_namespace)
+    return None
+
+
+async def _maybe_load_demo(store: Any, wanted: bool) -> None:
+    from engine.demo import load_demo
+
+    if not wanted:
+        return
+    if await load_demo(store):
+        log.info("loaded the demo network and catalogue")
+    else:
+        log.info("the store already has a network; demo data not reloaded")
+
+
+def _load_demo_into_redis(redis_config: Any) -> None:
+    """Before the workers start: one process loads the demo, not N racing ones."""
+    import asyncio
+
+    from engine.store.redis import RedisStore
+
+    async def load() -> None:
+        store = RedisStore(redis_config)
+        await store.start()
+        try:
+            await _maybe_load_demo(store, True)
+        finally:
+            await store.close()
+
+    asyncio.run(load())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.config import EmbeddedStoreConfig, ServerConfig
-    from engine.service.server import run
 
-    store_config = EmbeddedStoreConfig(
-        data_dir=None if args.memory else Path(args.data_dir),
-        ledger_impl=_ledger_impl(args),
-        fsync=not args.no_fsync,
+    server_config = ServerConfig(
+        listen=args.listen,
+        grace_s=args.grace,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        audit_interval_s=args.audit_interval,
     )
-    server_config = ServerConfig(listen=args.listen, grace_s=args.grace)
+    redis_config = _redis_config(args)
+    if args.workers != 1:
+        if redis_config is None:
+            raise SystemExit(
+                "--workers needs --redis or --redis-cluster: embedded stores in several "
+                "processes would be several different ledgers"
+            )
+        return _serve_workers(args, server_config, redis_config)
 
     async def make_store() -> Any:
-        from engine.demo import load_demo
-        from engine.store.embedded import EmbeddedStore
+        store: Any
+        if redis_config is not None:
+            from engine.store.redis import RedisStore
 
-        store = EmbeddedStore(store_config)
+            store = RedisStore(redis_config)
+        else:
+            from engine.store.embedded import EmbeddedStore
+
+            store = EmbeddedStore(
+                EmbeddedStoreConfig(
+                    data_dir=None if args.memory else Path(args.data_dir),
+                    ledger_impl=_ledger_impl(args),
+                    fsync=not args.no_fsync,
+                )
+            )
         await store.start()
-        if args.demo:
-            if await load_demo(store):
-                log.info("loaded the demo network and catalogue")
-            else:
-                log.info("data directory already has a network; demo data not reloaded")
+        await _maybe_load_demo(store, args.demo)
         return store
+
+    from engine.service.server import run
 
     run(server_config, make_store)
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, server_config: Any, redis_config: Any) -> int:
+    from engine.observability.exposition import (
+        create_multiprocess_dir,
+        enable_multiprocess,
+        remove_multiprocess_dir,
+    )
+
+    # Multiprocess metrics are chosen before anything defines a metric (see
+    # engine/observability/exposition.py), so before the engine's modules load.
+    metrics_dir = create_multiprocess_dir() if args.metrics_port else None
+    if metrics_dir is not None:
+        enable_multiprocess(metrics_dir)
+    try:
+        from engine.service.workers import WorkerSupervisor
+
+        if args.demo:
+            _load_demo_into_redis(redis_config)
+        supervisor = WorkerSupervisor(
+            args.workers,
+            server_config,
+            redis_config,
+            log_level=args.log_level.upper(),
+            log_format=args.log_format,
+            metrics_dir=metrics_dir,
+        )
+        return supervisor.run()
+    finally:
+        if metrics_dir is not None:
+            remove_multiprocess_dir(metrics_dir)
 
 
 # -------------------------------------------------------------------- clients
@@ -379,6 +469,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from engine.bench.core import run as run_core
 
         result = run_core(rows=args.rows)
+    elif args.bench_command == "promise":
+        from engine.bench.promise import run as run_promise
+
+        result = run_promise(nodes=args.nodes, lines=args.lines, quotes=args.quotes)
+    elif args.bench_command == "redis":
+        from engine.bench.redis_scripts import run as run_redis
+
+        result = run_redis(count=args.count, rounds=args.rounds)
+    elif args.bench_command == "flash-sale":
+        from engine.bench.flash_sale import run as run_flash_sale
+
+        result = run_flash_sale(
+            stock=args.stock, buyers_per_unit=args.buyers_per_unit, concurrency=args.concurrency
+        )
     else:
         from engine.bench.rpc import run as run_rpc
 
@@ -397,11 +501,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.observability.exposition import DEFAULT_METRICS_PORT
+    from engine.observability.logs import LOG_FORMATS
+
     parser = argparse.ArgumentParser(
         prog="inventory-engine",
         description="Inventory and availability engine: one source of truth for every sales channel.",
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text, or one JSON object per line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -411,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
         return p
 
-    serve = sub.add_parser("serve", help="run the gRPC server on the embedded store")
+    serve = sub.add_parser("serve", help="run the gRPC server (embedded store, or Redis)")
     serve.add_argument("--listen", default=DEFAULT_TARGET, help="HOST:PORT (default %(default)s)")
     serve.add_argument("--data-dir", default="inventory-data", help="journal and snapshots")
     serve.add_argument("--memory", action="store_true", help="no data directory: nothing survives a stop")
@@ -419,6 +529,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--impl", choices=["fast", "pure"], help="ledger (default: $ENGINE_IMPL or fast)")
     serve.add_argument("--no-fsync", action="store_true", help="skip fsync (benchmarks only: unsafe)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds for in-flight RPCs on shutdown")
+    serve.add_argument("--redis", metavar="URL", help="Redis store on a standalone server, e.g. redis://HOST:PORT")
+    serve.add_argument("--redis-cluster", metavar="HOST:PORT[,...]", help="Redis store on a Redis Cluster")
+    serve.add_argument("--redis-namespace", default="inv", help="key prefix in Redis (default %(default)s)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (Redis stores only)"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help="Prometheus /metrics port; 0 turns it off (default %(default)s)",
+    )
+    serve.add_argument("--metrics-host", help="host the metrics port binds (default: the --listen host)")
+    serve.add_argument(
+        "--audit-interval",
+        type=float,
+        default=60.0,
+        help="seconds between audits exported as metrics (violations, shortages); 0: none",
+    )
     serve.set_defaults(func=cmd_serve)
 
     p = client("availability", "what a channel (or nodes) can sell of some SKUs")
@@ -493,16 +622,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
     p.add_argument("--memory", action="store_true", help="server without a journal (what durability costs)")
     p.set_defaults(func=cmd_bench)
+    p = bench_sub.add_parser("promise", help="Quote with the pure vs the Cython sourcing loop")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--nodes", type=int, default=500)
+    p.add_argument("--lines", type=int, default=5, help="lines per order")
+    p.add_argument("--quotes", type=int, default=2_000, help="orders quoted by each implementation")
+    p.set_defaults(func=cmd_bench)
+    p = bench_sub.add_parser("redis", help="the reserve Lua script vs a bare 2-key EVALSHA")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--count", type=int, default=100_000, help="commands of each kind per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating bare/reserve rounds")
+    p.set_defaults(func=cmd_bench)
+    p = bench_sub.add_parser("flash-sale", help="one hot SKU on Redis, 20x more buyers than units")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--stock", type=int, default=10_000, help="units of the hot SKU")
+    p.add_argument("--buyers-per-unit", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from engine.observability.logs import configure_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(str(args.log_level), args.log_format)
     return int(args.func(args))
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-__all__ = ["free_port", "start_server", "wait_serving"]
+__all__ = ["free_port", "free_ports", "start_server", "wait_serving"]
 
 
 def free_port() -> int:
@@ -23,6 +23,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback TCP ports.
+
+    The sockets stay bound until all are chosen, so the kernel cannot hand out
+    the same port twice (separate ``free_port()`` calls may).
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def start_server(
     port: int,
     data_dir: str | None,
@@ -30,6 +46,7 @@ def start_server(
     *,
     log_level: str = "WARNING",
     stderr: int | None = None,
+    metrics_port: int = 0,
 ) -> subprocess.Popen[bytes]:
     """``inventory-engine serve`` on 127.0.0.1:port (``data_dir=None``: memory only)."""
     store_args = ["--data-dir", data_dir] if data_dir is not None else ["--memory"]
@@ -44,6 +61,9 @@ def start_server(
             "--listen",
             f"127.0.0.1:{port}",
             *store_args,
+            # Off unless asked: the CLI's default port would collide between servers.
+            "--metrics-port",
+            str(metrics_port),
             *extra,
         ],
         stdout=subprocess.DEVNULL,

@@ -1,4 +1,6 @@
-"""Every RPC over real gRPC on loopback against the real embedded store (journal on disk).
+"""Every RPC over real gRPC on loopback, against each store: the embedded store
+(journal on disk), the Redis store on a real redis-server, and on a real
+3-master Redis Cluster. One server per store kind serves the whole module.
 
 Happy paths, and the errors a client sees, decoded with the client helper:
 status code, ErrorInfo reason, BadRequest field paths, out-of-stock lines. A
@@ -10,12 +12,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from store_helpers import backing_for, store_factory, store_params
 
 from engine._proto.inventory.v1 import admin_service_pb2 as admin_pb
 from engine._proto.inventory.v1 import admin_service_pb2_grpc as admin_grpc
@@ -25,11 +27,9 @@ from engine._proto.inventory.v1 import network_service_pb2 as net_pb
 from engine._proto.inventory.v1 import network_service_pb2_grpc as net_grpc
 from engine._proto.inventory.v1 import supply_service_pb2 as sup_pb
 from engine._proto.inventory.v1 import supply_service_pb2_grpc as sup_grpc
-from engine.config import EmbeddedStoreConfig
 from engine.core.errors import FieldViolation, IdempotencyMismatch, OutOfStock, Shortfall, UnknownNode
 from engine.service.errors import DOMAIN, ErrorDetails, decode_error, to_engine_error
 from engine.service.testing import ServerThread
-from engine.store.embedded import EmbeddedStore
 
 HELD = inv_pb.RESERVATION_STATE_HELD
 COMMITTED = inv_pb.RESERVATION_STATE_COMMITTED
@@ -38,6 +38,7 @@ RELEASED = inv_pb.RESERVATION_STATE_RELEASED
 EXPIRED = inv_pb.RESERVATION_STATE_EXPIRED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+EMBEDDED_ID = {"embedded-pure": "embedded"}
 
 
 class Client:
@@ -111,20 +112,14 @@ def failure(call: Callable[..., Any], request: Any, **kwargs: Any) -> ErrorDetai
     return details
 
 
-def store_factory(data_dir: Path | None) -> Callable[[], Any]:
-    async def make() -> EmbeddedStore:
-        store = EmbeddedStore(
-            EmbeddedStoreConfig(data_dir=data_dir, ledger_impl="pure", snapshot_interval_s=3600)
-        )
-        await store.start()
-        return store
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with ServerThread(store_factory(tmp_path_factory.mktemp("grpc-api"))) as running:
+# The embedded store on the pure (reference) ledger; the Redis ones in a
+# namespace of this module's own on the session's servers.
+@pytest.fixture(scope="module", params=store_params("embedded-pure", "redis", "cluster", ids=EMBEDDED_ID))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    backing = backing_for(request.param, request, tmp_path_factory.mktemp("grpc-api"))
+    with ServerThread(store_factory(backing)) as running:
         yield running
 
 

@@ -3,8 +3,9 @@
 Each client has its own channel (its own TCP connection) and reserves one unit
 at the same moment. Exactly 50 must win; the other 150 must get OUT_OF_STOCK
 (no other error); the counters, the sum of the winners' holds and the audit
-must agree. The store journals to disk with fsync, so calls interleave at their
-durability waits as in production.
+must agree. It runs on each store: the embedded one journals to disk with fsync,
+so calls interleave at their durability waits as in production; the Redis ones
+run on a real redis-server and a real 3-master Redis Cluster.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc
 import pytest
 import uvloop
 from google.protobuf.duration_pb2 import Duration
+from store_helpers import backing_for, store_factory, store_params
 
 from engine._proto.inventory.v1 import admin_service_pb2 as admin_pb
 from engine._proto.inventory.v1 import admin_service_pb2_grpc as admin_grpc
@@ -27,29 +29,25 @@ from engine._proto.inventory.v1 import network_service_pb2 as net_pb
 from engine._proto.inventory.v1 import network_service_pb2_grpc as net_grpc
 from engine._proto.inventory.v1 import supply_service_pb2 as sup_pb
 from engine._proto.inventory.v1 import supply_service_pb2_grpc as sup_grpc
-from engine.config import EmbeddedStoreConfig
 from engine.service.errors import decode_error
 from engine.service.testing import ServerThread
-from engine.store.embedded import EmbeddedStore
 
 CLIENTS = 200
 UNITS = 50
 SKU = "HOT-SKU"
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    async def make() -> EmbeddedStore:
-        store = EmbeddedStore(EmbeddedStoreConfig(data_dir=tmp_path / "data", ledger_impl="pure"))
-        await store.start()
-        return store
-
-    with ServerThread(make) as running:
+@pytest.fixture(params=store_params("embedded-pure", "redis", "cluster", ids={"embedded-pure": "embedded"}))
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(store_factory(backing_for(request.param, request, tmp_path / "data"))) as running:
         yield running
 
 
 async def _race(target: str) -> tuple[list[inv_pb.Reservation], list[grpc.aio.AioRpcError]]:
-    channels = [grpc.aio.insecure_channel(target) for _ in range(CLIENTS)]
+    # A local subchannel pool per channel: otherwise gRPC shares one TCP
+    # connection among all channels to the same target.
+    channels = [grpc.aio.insecure_channel(target, options=OWN_CONNECTION) for _ in range(CLIENTS)]
     try:
         async with grpc.aio.insecure_channel(target) as setup:
             await net_grpc.NetworkServiceStub(setup).UpsertNode(

@@ -928,6 +928,102 @@ def test_a_correction_below_promises_is_a_reported_shortage(net):
     assert net.stock("sku", "dc1").atp == 0
 
 
+# ----------------------------------------------------------------- set_row (availability view)
+
+
+def test_set_row_creates_a_row_that_availability_sees_like_one_built_by_supply(net):
+    """A view fed absolute counters answers exactly as a ledger that lived through them."""
+    lived = define_network(make_ledger(net.implementation))
+    receive(lived, "sku", {"dc1": 10, "store1": 4})
+    lived.set_safety_stock("sku", "dc1", 1, None, 0.0)
+    lived.set_stock("sku", "store1", 4, 7, None, 0.0)
+    lived.reserve("cart", "web", [("sku", 3, "dc1")], 60.0, False, 0.0)
+    lived.reserve("order", "web", [("sku", 2, "dc1")], 60.0, False, 0.0)
+    lived.commit("order", 0.0)
+
+    assert net.set_row("sku", "dc1", 10, 3, 2, 1, 0) is None
+    net.set_row("sku", "store1", 4, 0, 0, 0, 7)
+    for channel in ("web", "pos"):
+        assert net.availability(["sku", "other"], channel, None, True) == lived.availability(
+            ["sku", "other"], channel, None, True
+        )
+    assert net.availability(["sku"], None, ["dc1", "store1"], True) == lived.availability(
+        ["sku"], None, ["dc1", "store1"], True
+    )
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 10, 3, 2, 1, 0)
+    assert [level for level in net.iter_rows()] == [level for level in lived.iter_rows()]
+    assert net.row_count() == 2
+    assert net.reservation_count() == 0  # no reservation involved
+
+
+def test_set_row_overwrites_every_counter_of_an_existing_row(net):
+    receive(net, "sku", {"dc1": 10})
+    net.set_safety_stock("sku", "dc1", 2, None, 0.0)
+    net.set_row("sku", "dc1", 3, 1, 1, 0, 9)
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 3, 1, 1, 0, 9)
+    assert channel_atp(net, "sku", "web") == 1
+    net.set_row("sku", "dc1", 0, 0, 0, 0, 10)
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 0, 0, 0, 0, 10)
+    assert channel_atp(net, "sku", "web") == 0
+    assert net.row_count() == 1
+
+
+def test_set_row_shows_a_short_row_as_zero_available_and_as_a_shortage(net):
+    net.set_row("sku", "dc1", 2, 3, 1, 0, 1)
+    [avail] = net.availability(["sku"], "web", None, True)
+    assert avail.atp == 0 and avail.nodes[0] == NodeAvailability("dc1", 2, 3, 1, 0, 0)
+    assert net.shortages() == [StockLevel("sku", "dc1", 2, 3, 1, 0, 1)]
+
+
+def test_set_row_needs_a_defined_node(net):
+    before = snapshot(net)
+    with pytest.raises(UnknownNode) as info:
+        net.set_row("sku", "nowhere", 1, 0, 0, 0, 1)
+    assert info.value.reason == "NODE_NOT_FOUND"
+    assert [v.field for v in info.value.violations] == ["node"]
+    assert snapshot(net) == before
+
+
+@pytest.mark.parametrize(
+    ("values", "fields"),
+    [
+        ((-1, 0, 0, 0, 0), ["on_hand"]),
+        ((0, -1, -2, 0, 0), ["reserved", "committed"]),
+        ((MAX_ON_HAND + 1, 0, 0, MAX_ON_HAND + 1, 0), ["on_hand", "safety_stock"]),
+        ((1, 0, 0, 0, -1), ["version"]),
+        ((1, 0, 0, 0, 2**63), ["version"]),
+        ((1.5, 0, 0, 0, 0), ["on_hand"]),
+        ((1, "2", 0, 0, None), ["reserved", "version"]),
+    ],
+)
+def test_set_row_refuses_counters_out_of_range_and_changes_nothing(net, values, fields):
+    net.set_row("sku", "dc1", 5, 0, 0, 0, 1)
+    before = snapshot(net)
+    with pytest.raises(InvalidArgument) as info:
+        net.set_row("sku", "dc1", *values)
+    assert [v.field for v in info.value.violations] == fields
+    assert snapshot(net) == before
+
+
+def test_set_row_takes_the_largest_values_that_fit(net):
+    net.set_row("sku", "dc1", MAX_ON_HAND, MAX_ON_HAND, MAX_ON_HAND, MAX_ON_HAND, 2**63 - 1)
+    assert net.stock("sku", "dc1") == StockLevel(
+        "sku", "dc1", MAX_ON_HAND, MAX_ON_HAND, MAX_ON_HAND, MAX_ON_HAND, 2**63 - 1
+    )
+    assert channel_atp(net, "sku", "web") == 0
+
+
+def test_rows_set_by_set_row_survive_a_snapshot_in_both_implementations(net):
+    net.set_row("sku", "dc1", 7, 1, 2, 1, 4)
+    net.set_row("sku", "store2", 3, 0, 0, 0, 1)
+    image = json.loads(json.dumps(net.export_state()))
+    for impl in ("pure", "fast"):
+        other = make_ledger(impl)
+        other.load_state(image)
+        assert list(other.iter_rows()) == list(net.iter_rows())
+        assert other.availability(["sku"], "pos", None, True) == net.availability(["sku"], "pos", None, True)
+
+
 # ----------------------------------------------------------------- snapshots
 
 

@@ -1,6 +1,7 @@
 """Randomized differential test: the Cython ledger against the pure reference.
 
 A hypothesis state machine drives both ledgers with the same random operations
+(set_row, the availability view's feed, among them)
 and, after every step, requires identical answers (return value or error type,
 reason, shortfalls and field violations), identical exported state, identical
 availability, and the ledger invariants of ARCHITECTURE.md, recomputed here from
@@ -313,6 +314,27 @@ class LedgerDifferential(RuleBasedStateMachine):
         self.mutate(lambda ledger: ledger.extend(rid, ttl, now))
         if retried:  # a client retrying after a lost reply: same request, same instant
             self.mutate(lambda ledger: ledger.extend(rid, ttl, now))
+
+    @rule(data=st.data())
+    def set_row(self, data: st.DataObject) -> None:
+        """What the availability view does with a change-feed entry: absolute counters.
+
+        ``reserved`` and ``committed`` keep their values (the rows here carry
+        holds, and the invariants recompute them from the reservations); on_hand,
+        safety stock and version move freely, so rows go short, get created, and
+        reservations then meet them. Nothing expires: no ``now`` is involved.
+        """
+        sku = data.draw(st.sampled_from([*SKUS, "view-only"]))
+        node = data.draw(rarely(st.sampled_from(NODES), st.just(UNKNOWN_NODE)))
+        level = self.ref.stock(sku, node)
+        on_hand = data.draw(rarely(st.integers(0, 15), st.just(-1)))
+        safety = data.draw(st.integers(0, 3))
+        version = data.draw(st.integers(0, 6))
+        self.both(
+            lambda ledger: ledger.set_row(
+                sku, node, on_hand, level.reserved, level.committed, safety, version
+            )
+        )
 
     @rule(
         channel=st.sampled_from([None, *CHANNELS, UNKNOWN_CHANNEL]),

@@ -1,17 +1,22 @@
 # Declarations of the Cython ledger: its C records and the fields of FastLedger.
 #
-# The hot paths are bound by memory latency (1M rows and every reservation ever
-# made do not fit in any cache), so the layout is chosen to touch as few cache
-# lines per operation as possible:
-#   - a reservation is one contiguous record [ResHead | LineRec... | AllocRec...]
-#     in an append-only arena, found through an open-addressing table whose
+# The hot paths are bound by two things: memory latency (1M rows and every
+# reservation ever made do not fit in any cache) and, once that is hidden by
+# prefetching, plain instruction count. So:
+#   - a reservation is one contiguous record [ResHead | id | LineRec... | AllocRec...]
+#     in append-only segments, found through an open-addressing table whose
 #     slots carry a hash tag (no dict, no boxed index, no stray records touched);
-#   - SKU ids are interned through the same kind of table, with short ASCII ids
-#     copied into the record so a lookup needs no string object;
+#   - SKU, node and channel ids are interned through the same kind of table
+#     (StrTable), with short ASCII ids copied into the record as 16 bytes, so a
+#     lookup by the caller's string compares two words instead of calling into
+#     the interpreter (a str dict lookup costs ~120 instructions);
 #   - (SKU, node) counters are one-cache-line rows in fixed-size pages, found
 #     through a tagged open-addressing table keyed by (the SKU's str hash,
 #     node), so a reservation goes from the caller's SKU string to its row in
-#     two dependent memory accesses (slot, row), the first one prefetched.
+#     two dependent memory accesses (slot, row), the first one prefetched;
+#   - the expiry heap decides whether an entry is stale from a dense array of
+#     live expiries (8 bytes a reservation, mostly cache-resident) instead of
+#     loading the reservation's record, which is cold by the time it expires.
 # Everything is allocated with PyMem_Raw* so tracemalloc sees it (bench core
 # reports bytes per row from that). Python objects appear at the edges only:
 # ids a caller passes in, and results built on the way out.
@@ -47,10 +52,30 @@ ctypedef struct Slot:
     uint32_t ref
 
 
+# An interned id. ``key_len``/``key`` hold a compact ASCII id of up to 15
+# characters, zero padded (key_len INLINE_NONE otherwise): with the length byte
+# they are 16 bytes, compared as two 64-bit words. ``name`` is an owned reference.
+ctypedef struct StrRec:
+    Py_hash_t hash
+    PyObject* name
+    uint8_t key_len
+    char key[15]
+
+
+# Interned ids in first-seen order (the index is the id's number), and the
+# hash index over them.
+ctypedef struct StrTable:
+    StrRec* recs
+    Py_ssize_t n
+    Py_ssize_t cap
+    Slot* slots
+    uint64_t mask
+
+
 # One (SKU, node) counter row: one 64-byte cache line, stored line-aligned (at
 # 48 bytes half the rows would straddle two lines). The rest of the line holds a
-# copy of the SKU's inline id (see SkuRec), so finding a row by the caller's SKU
-# string needs no other memory than the slot and the row itself.
+# copy of the SKU's 16-byte inline id (see StrRec), so finding a row by the
+# caller's SKU string needs no other memory than the slot and the row itself.
 ctypedef struct Row:
     int64_t on_hand
     int64_t reserved
@@ -63,31 +88,22 @@ ctypedef struct Row:
     char key[15]
 
 
-# An interned SKU id. ``key``/``key_len`` hold a copy of a compact ASCII id of up
-# to 15 characters (INLINE_NONE otherwise): equality without touching ``name``.
-ctypedef struct SkuRec:
-    Py_hash_t hash
-    PyObject* name        # owned reference
-    uint8_t key_len
-    char key[15]
-
-
 # Head of a reservation record (64 bytes). The id's characters (when it is a
 # compact ASCII str of up to ID_INLINE_MAX), padded to 8 bytes, then the lines
-# and the allocations follow it in the arena, so a lookup by id compares bytes
+# and the allocations follow it in its segment, so a lookup by id compares bytes
 # on the cache lines it loads anyway instead of a cold string object.
-# ``id`` and ``channel`` are owned references.
+# ``id`` and ``channel`` are owned references. ``seq`` numbers records in
+# arena order: it indexes the ledger's array of live expiries.
 ctypedef struct ResHead:
     double ttl_s
     double created_at
     double expires_at
     PyObject* id
     PyObject* channel
-    Py_hash_t hash
     int32_t n_lines
     int32_t n_allocs
+    uint32_t seq
     uint8_t allow_partial
-    uint8_t due           # transient: already collected by the expiry in progress
     uint16_t key_len      # inline id length, or ID_NOT_INLINE
     uint16_t key_space    # bytes between the head and the lines
 
@@ -108,11 +124,26 @@ ctypedef struct AllocRec:
     int32_t node
 
 
-# Expiry heap entry; stale entries (after extend/commit/release) are skipped
-# lazily, exactly like the reference's heapq of (expires_at, id).
+# Expiry heap entry. Stale entries (after extend/commit/release/expiry) are
+# skipped lazily, like the reference's heapq of (expires_at, id); an entry is
+# live exactly when ``_live_exp[seq] == expires_at``.
 ctypedef struct HeapEntry:
     double expires_at
-    uint32_t res          # record handle (arena offset / 8)
+    uint32_t res          # record handle (segment << SEG_SHIFT | offset / 8)
+    uint32_t seq
+
+
+# One line of a reserve request as the hot path reads it, filled by a first
+# pass over the request (borrowed references: the caller's list holds them).
+ctypedef struct PlanLine:
+    PyObject* sku
+    PyObject* qty
+    PyObject* node
+    Py_hash_t hash
+    uint64_t key[2]       # the SKU's 16-byte inline id (see StrRec), or key_len INLINE_NONE
+    int32_t nidx          # the node's number, -1 for None, -2 for an unknown node
+    int32_t first         # the first candidate node, -1 if none is known
+    uint8_t parsed        # 0: not a plain (str, int, str|None) tuple; unpacked the slow way
 
 
 # A supply batch stages its rows here before writing anything.
@@ -126,25 +157,22 @@ ctypedef struct StageRec:
 
 @cython.final
 cdef class FastLedger:
-    # --- network: small, so plain dicts (their int values are cached small ints)
+    # --- network. Nodes and channels are interned like SKUs for the hot path;
+    # the dicts keep the reference's order and answer the cold queries.
     cdef dict _nodes              # defined node id -> None, in definition order (like the reference)
-    cdef dict _node_index         # every node id seen (defined or named by a loaded image) -> index
-    cdef list _node_names
+    cdef StrTable _node_t         # every node id seen (defined or named by a loaded image)
     cdef uint8_t* _node_defined
     cdef Py_ssize_t _node_cap
     cdef dict _channels           # channel id -> tuple of node ids (priority order)
-    cdef dict _channel_index      # channel id -> index into _ch_nodes/_ch_len
+    cdef StrTable _ch_t           # channel ids; the index selects _ch_nodes/_ch_len/_ch_elig
     cdef int32_t** _ch_nodes
     cdef Py_ssize_t* _ch_len
-    cdef Py_ssize_t _ch_count
+    cdef uint8_t** _ch_elig       # per channel: node number -> 1 if eligible
+    cdef Py_ssize_t* _ch_elig_len
     cdef Py_ssize_t _ch_cap
 
     # --- SKU interning
-    cdef SkuRec* _skus
-    cdef Py_ssize_t _n_skus
-    cdef Py_ssize_t _skus_cap
-    cdef Slot* _sku_slots
-    cdef uint64_t _sku_mask
+    cdef StrTable _sku_t
 
     # --- rows
     cdef Row** _pages             # line-aligned pages of PAGE_ROWS rows
@@ -155,26 +183,44 @@ cdef class FastLedger:
     cdef Slot* _row_slots
     cdef uint64_t _row_mask
 
-    # --- reservations
-    cdef char* _arena
-    cdef Py_ssize_t _arena_len
-    cdef Py_ssize_t _arena_cap
+    # --- reservations: records in segments that are never moved or copied
+    # (growing one big block by realloc copied it, and zeroed fresh pages for
+    # the copy, every time it doubled)
+    cdef char** _segs
+    cdef Py_ssize_t* _seg_used
+    cdef Py_ssize_t* _seg_size
+    cdef Py_ssize_t _n_segs
+    cdef Py_ssize_t _segs_cap
     cdef Py_ssize_t _n_res
     cdef Slot* _res_slots
     cdef uint64_t _res_mask
-    cdef HeapEntry* _heap
+    cdef HeapEntry* _heap          # 4-ary, each group of 4 siblings on one cache line
+    cdef void* _heap_block
     cdef Py_ssize_t _heap_n
     cdef Py_ssize_t _heap_cap
+    cdef uint64_t _res_hint       # the empty slot where the last failed lookup ended...
+    cdef Py_hash_t _res_hint_hash # ...for this hash...
+    cdef uint64_t _res_hint_mask  # ...in a table of this size
+    # By record seq: the expiry of a reservation with a held line, else NaN;
+    # the id's hash and the record's handle (so growing the id table reads
+    # these dense arrays, not every record and id object).
+    cdef double* _live_exp
+    cdef Py_hash_t* _res_hash
+    cdef uint32_t* _res_handle
+    cdef Py_ssize_t _live_cap
 
     # --- supply idempotency: event id -> fingerprint tuple (cold path, Python is fine)
     cdef dict _events
 
     # --- scratch buffers reused across calls
+    cdef PlanLine* _plan
+    cdef Py_ssize_t _plan_cap
     cdef LineRec* _plan_lines
     cdef Py_ssize_t _plan_lines_cap
     cdef AllocRec* _plan_allocs
     cdef Py_ssize_t _plan_allocs_cap
     cdef Py_ssize_t _n_plan_allocs
+    cdef int64_t* _short_alloc    # per line: units allocated (for the shortfalls)
     cdef int64_t* _free_row
     cdef int64_t* _free_atp
     cdef int32_t* _free_node
@@ -191,15 +237,15 @@ cdef class FastLedger:
     # --- interning
     cdef int32_t _sku_of(self, object sku) except -2
     cdef int32_t _intern_sku(self, object sku) except -2
-    cdef int _rehash_skus(self, uint64_t slot_count) except -1
     cdef int32_t _intern_node(self, object node) except -2
     cdef int32_t _defined_node_of(self, object node) except -2
     cdef int32_t _node_of(self, object node) except -2
+    cdef object _node_name(self, int32_t node)
 
     # --- rows
     cdef Row* _row(self, int64_t r) noexcept nogil
     cdef int64_t _find(self, int32_t sku, int32_t node) noexcept nogil
-    cdef int64_t _find_obj(self, object sku, Py_hash_t h, int32_t node) except -2
+    cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node) except -2
     cdef int64_t _insert_row(self, int32_t sku, int32_t node) except -1
     cdef int _rehash_rows(self, uint64_t slot_count) except -1
     cdef Row* _alloc_row_ptr(self, AllocRec* a, int32_t sku) except NULL
@@ -208,24 +254,28 @@ cdef class FastLedger:
 
     # --- reservations
     cdef ResHead* _head(self, uint32_t handle) noexcept nogil
+    cdef int _new_segment(self, Py_ssize_t need) except -1
     cdef int64_t _res_lookup(self, object reservation_id, Py_hash_t h) except -2
-    cdef int64_t _res_of(self, object reservation_id) except -2
     cdef int _res_index_insert(self, uint32_t handle, Py_hash_t h) except -1
     cdef int _rehash_res(self, uint64_t slot_count) except -1
     cdef uint32_t _append_record(self, object reservation_id, Py_hash_t h, object channel, double ttl_s,
                                  double created_at, double expires_at, bint allow_partial,
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
                                  Py_ssize_t n_allocs) except? 0xFFFFFFFF
-    cdef int _source(self, object sku, Py_hash_t h, int64_t quantity, int32_t* candidates,
+    cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
                      Py_ssize_t count, int64_t* allocated) except -1
-    cdef int _rollback_holds(self) except -1
+    cdef int _rollback_holds(self) noexcept
+    cdef void _prefetch_rows(self, Py_ssize_t n) noexcept
+    cdef Py_ssize_t _plan_request(self, object lines, Py_ssize_t ch) except -1
     cdef object _reserve_new(self, object reservation_id, Py_hash_t h, object channel, Py_ssize_t ch,
-                             object lines, double ttl_s, bint allow_partial, double now)
-    cdef object _replay(self, uint32_t handle, object reservation_id, object channel, object lines,
-                        double ttl_s, bint allow_partial)
+                             object lines, Py_ssize_t n, double ttl_s, bint allow_partial, double now)
+    cdef bint _same_request(self, ResHead* head, object channel, object lines, double ttl_s,
+                            bint allow_partial) except -1
     cdef Py_ssize_t _select(self, ResHead* head, object line_indexes) except -1
-    cdef int _check_shipping(self, ResHead* head, bint explicit) except -1
-    cdef int _heap_push(self, double expires_at, uint32_t handle) except -1
+    cdef object _shipping_error(self, ResHead* head, bint explicit)
+    cdef void _set_live(self, ResHead* head) noexcept
+    cdef int _grow_heap(self) except -1
+    cdef int _heap_push(self, double expires_at, uint32_t handle, uint32_t seq) except -1
     cdef HeapEntry _heap_pop(self) noexcept nogil
     cdef object _expire(self, double now, bint want_ids)
     cdef object _supply(self, object ops, double now)

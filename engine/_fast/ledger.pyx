@@ -10,22 +10,30 @@ known quirk, this ledger reproduces it on purpose so both stay
 interchangeable; those places are marked REFERENCE QUIRK.
 
 Speed comes from keeping the hot paths (reserve, commit, release, fulfill,
-extend, expiry) on C data laid out for few cache misses (see ledger.pxd).
-Python objects are created only for results and errors. ``binding=False``
-keeps the methods plain method descriptors: the cheapest call path CPython has.
+extend, expiry) on C data laid out for few cache misses and few instructions
+(see ledger.pxd). Python objects are created only for results and errors, and
+even those skip the interpreter where they safely can (see "Results and
+errors without __init__" below). ``binding=False`` keeps the methods plain
+method descriptors: the cheapest call path CPython has. Errors are raised from
+the public methods themselves, not from helpers: every Cython frame an
+exception passes through costs a traceback entry (~1,000 instructions).
 """
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_CheckExact
-from cpython.long cimport PyLong_AsSsize_t
+from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_DATA, PyUnicode_GET_LENGTH
+from libc.math cimport NAN
 from libc.stdint cimport INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
+
+import dataclasses
+import types
 
 from engine.core.errors import (
     FieldViolation,
@@ -40,7 +48,7 @@ from engine.core.errors import (
     UnknownChannel,
     UnknownNode,
 )
-from engine.core.ledger import STATE_FORMAT
+from engine.core.ledger import STATE_FORMAT, row_violations
 from engine.core.types import (
     MAX_ON_HAND as _PY_MAX_ON_HAND,
     Allocation,
@@ -59,6 +67,18 @@ __all__ = ["FastLedger"]
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
+    ctypedef struct PyTypeObject_:
+        PyObject* (*tp_alloc)(PyTypeObject_*, Py_ssize_t) except NULL
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+
+cdef extern from "structmember.h":
+    enum: T_OBJECT_EX
 
 cdef extern from *:
     """
@@ -80,10 +100,77 @@ cdef extern from *:
     }
     #define fastledger_prefetch(p) __builtin_prefetch((const void *)(p))
 
+    /* hash(o) without the call when o is a str that has already been hashed
+       (a str caches its hash; every id a request carries has been). */
+    static inline Py_hash_t fastledger_hash(PyObject *o) {
+        if (PyUnicode_CheckExact(o)) {
+            Py_hash_t h = ((PyASCIIObject *)o)->hash;
+            if (h != -1) return h;
+        }
+        return PyObject_Hash(o);
+    }
+
+    /* The 16-byte inline form of an id (see StrRec in ledger.pxd): a length
+       byte, then the characters of a compact ASCII str of up to 15, zero
+       padded; or a first byte of 255 when the id has no inline form. Two ids
+       with inline forms are equal exactly when these 16 bytes are. */
+    static inline int fastledger_key16(PyObject *o, uint64_t *out) {
+        unsigned char buf[16];
+        memset(buf, 0, sizeof buf);
+        if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o)) {
+            Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+            if (n <= 15) {
+                buf[0] = (unsigned char)n;
+                memcpy(buf + 1, PyUnicode_DATA(o), (size_t)n);
+                memcpy(out, buf, sizeof buf);
+                return 1;
+            }
+        }
+        buf[0] = 255;
+        memcpy(out, buf, sizeof buf);
+        return 0;
+    }
+    static inline int fastledger_key16_inline(const uint64_t *key) {
+        return ((const unsigned char *)key)[0] != 255;
+    }
+    /* ``stored`` points at a length byte followed by 15 characters. */
+    static inline int fastledger_key16_eq(const void *stored, const uint64_t *key) {
+        uint64_t a[2];
+        memcpy(a, stored, sizeof a);
+        return a[0] == key[0] && a[1] == key[1];
+    }
+
+    /* A new instance of a slotted class with its slots set to ``values``
+       (new references taken); see "Results and errors without __init__". */
+    static PyObject *fastledger_make(PyObject *cls, const Py_ssize_t *offsets, int n, PyObject **values) {
+        PyTypeObject *t = (PyTypeObject *)cls;
+        PyObject *o = t->tp_alloc(t, 0);
+        if (o == NULL) return NULL;
+        for (int i = 0; i < n; i++) {
+            Py_INCREF(values[i]);
+            *(PyObject **)((char *)o + offsets[i]) = values[i];
+        }
+        return o;
+    }
+    /* A new exception instance whose args are (message,), as BaseException's
+       constructor makes it, without running __init__. */
+    static PyObject *fastledger_new_error(PyObject *cls, PyObject *message) {
+        PyTypeObject *t = (PyTypeObject *)cls;
+        PyObject *args = PyTuple_Pack(1, message);
+        if (args == NULL) return NULL;
+        PyObject *o = t->tp_new(t, args, NULL);
+        Py_DECREF(args);
+        return o;
+    }
+
     /* Random access to tens of MB of rows and hash slots is dominated by TLB
        misses (and, in a VM, by nested page walks); 2 MiB pages cut those by
        orders of magnitude. Linux only, advisory, and only the 2 MiB-aligned
-       interior of a block can use them. */
+       interior of a block can use them. Used for the rows and their index
+       only, which are big, built in bulk and read at random: a region advised
+       this way that grows while the ledger serves makes each first touch of a
+       2 MiB page wait for the kernel to find (compact) one, which on the
+       benchmark VM costs ~4 ns a byte against ~0.7 for small pages. */
     #if defined(__linux__)
     #include <sys/mman.h>
     #endif
@@ -102,6 +189,14 @@ cdef extern from *:
     uint64_t fastledger_row_key(int32_t sku, int32_t node) noexcept nogil
     uint64_t fastledger_row_hkey(Py_hash_t sku_hash, int32_t node) noexcept nogil
     void fastledger_prefetch(const void* p) noexcept nogil
+    Py_hash_t fastledger_hash(object o) except? -1
+    Py_hash_t fastledger_hash_ptr "fastledger_hash"(PyObject* o) except? -1
+    bint fastledger_key16(object o, uint64_t* out) noexcept
+    bint fastledger_key16_ptr "fastledger_key16"(PyObject* o, uint64_t* out) noexcept
+    bint fastledger_key16_inline(const uint64_t* key) noexcept nogil
+    bint fastledger_key16_eq(const void* stored, const uint64_t* key) noexcept nogil
+    object fastledger_make(PyObject* t, const Py_ssize_t* offsets, int n, PyObject** values)
+    object fastledger_new_error(PyObject* t, object message)
     void fastledger_advise_huge(void* p, size_t size) noexcept nogil
 
 cdef enum:
@@ -118,12 +213,22 @@ cdef enum:
     ID_NOT_INLINE = 65535
     F_APPLIED = 1
     F_DUPLICATE = 2
+    PREFETCH_LINES = 8
+    MAX_FIELDS = 8
+    # A record handle is the segment number << SEG_SHIFT | the record's offset / 8,
+    # so a segment holds at most 8 MiB (1 << (SEG_SHIFT + 3)) of records, except a
+    # segment made for one record larger than that (at offset 0). Segments start
+    # small (a ledger in a test needs little) and double up to the largest size.
+    SEG_SHIFT = 20
+    SEG_MASK = 1048575
+    SEG_FIRST = 65536
+    SEG_LARGEST = 8388608
+    MAX_SEGMENTS = 4095  # handles stay below 0xFFFFFFFF: slots store handle + 1
 
 # Values beyond this cannot come from a valid request; they take the Python-int
 # path so C arithmetic never overflows where the reference has big ints.
 cdef int64_t SAFE_LIMIT = 4611686018427387904  # 2**62
 cdef int64_t MAX_ON_HAND = _PY_MAX_ON_HAND
-
 # Enum members indexed by the C state, so a mutation returns the same
 # ReservationState object as the reference without creating anything.
 cdef tuple _STATES = (
@@ -139,6 +244,13 @@ cdef tuple _STATE_NAMES = (None, "HELD", "COMMITTED", "FULFILLED", "RELEASED", "
 cdef object _ADJUST = SupplyKind.ADJUST
 cdef object _SET = SupplyKind.SET
 cdef object _SAFETY = SupplyKind.SAFETY
+
+
+cdef inline object _state(int state):
+    return <object>PyTuple_GET_ITEM(_STATES, state)
+
+
+# ------------------------------------------------------------------ memory
 
 
 cdef void* _grow(void* ptr, Py_ssize_t* cap, Py_ssize_t need, size_t item) except NULL:
@@ -168,14 +280,131 @@ cdef void* _realloc(void* ptr, size_t size) except NULL:
 cdef size_t HUGE_MIN = 4 << 20  # below this a block is cheap to map with small pages
 
 
-cdef Slot* _new_slots(uint64_t count) except NULL:
+cdef Slot* _new_slots(uint64_t count, bint huge=False) except NULL:
     cdef Slot* slots = <Slot*>PyMem_RawMalloc(count * sizeof(Slot))
     if slots == NULL:
         raise MemoryError()
-    if count * sizeof(Slot) >= HUGE_MIN:
+    if huge and count * sizeof(Slot) >= HUGE_MIN:
         fastledger_advise_huge(slots, count * sizeof(Slot))  # before the memset touches it
     memset(slots, 0, count * sizeof(Slot))
     return slots
+
+
+# ------------------------------------------------- interned ids (StrTable)
+
+
+cdef int _st_init(StrTable* t) except -1:
+    t.n = 0
+    t.cap = 0
+    t.recs = <StrRec*>_grow(NULL, &t.cap, 16, sizeof(StrRec))
+    t.slots = _new_slots(MIN_SLOTS)
+    t.mask = MIN_SLOTS - 1
+    return 0
+
+
+cdef void _st_free(StrTable* t) noexcept:
+    cdef Py_ssize_t i
+    if t.recs != NULL:
+        for i in range(t.n):
+            Py_XDECREF(t.recs[i].name)
+    PyMem_RawFree(t.recs)
+    PyMem_RawFree(t.slots)
+    t.recs = NULL
+    t.slots = NULL
+    t.n = t.cap = 0
+    t.mask = 0
+
+
+cdef inline int _rec_matches(StrRec* rec, PyObject* key, Py_hash_t h, const uint64_t* k) except -1:
+    """Dict-key equality: identity, else the inline forms, else hash and ``==``."""
+    if rec.name == key:
+        return 1
+    if rec.key_len != INLINE_NONE and fastledger_key16_inline(k):
+        # Both are exact compact ASCII strs: equal exactly when their bytes are.
+        return fastledger_key16_eq(&rec.key_len, k)
+    if rec.hash != h:
+        return 0
+    return PyObject_RichCompareBool(<object>rec.name, <object>key, Py_EQ)
+
+
+cdef int32_t _st_find(StrTable* t, PyObject* key, Py_hash_t h, const uint64_t* k) except -2:
+    """The number of ``key`` (hash ``h``, inline form ``k``), or -1."""
+    cdef uint64_t f = fastledger_fmix(<uint64_t>h)
+    cdef uint64_t mask = t.mask
+    cdef uint64_t i = f & mask
+    cdef uint32_t tag = <uint32_t>(f >> 32)
+    cdef Slot* slot
+    while True:
+        slot = &t.slots[i]
+        if slot.ref == 0:
+            return -1
+        if slot.tag == tag and _rec_matches(&t.recs[slot.ref - 1], key, h, k):
+            return <int32_t>(slot.ref - 1)
+        i = (i + 1) & mask
+
+
+cdef int _st_rehash(StrTable* t, uint64_t slot_count) except -1:
+    cdef Slot* slots = _new_slots(slot_count)
+    cdef uint64_t mask = slot_count - 1
+    cdef uint64_t f, i
+    cdef Py_ssize_t s
+    for s in range(t.n):
+        f = fastledger_fmix(<uint64_t>t.recs[s].hash)
+        i = f & mask
+        while slots[i].ref != 0:
+            i = (i + 1) & mask
+        slots[i].ref = <uint32_t>(s + 1)
+        slots[i].tag = <uint32_t>(f >> 32)
+    PyMem_RawFree(t.slots)
+    t.slots = slots
+    t.mask = mask
+    return 0
+
+
+cdef int32_t _st_add(StrTable* t, object key, Py_hash_t h, const uint64_t* k) except -2:
+    """Append ``key``, known to be absent; returns its number."""
+    cdef Py_ssize_t idx = t.n
+    cdef uint64_t f, i
+    cdef StrRec* rec
+    if idx >= 0x7FFFFFFE:
+        raise OverflowError("too many ids for one ledger")
+    if (idx + 1) * 2 > <Py_ssize_t>(t.mask + 1):
+        _st_rehash(t, (t.mask + 1) * 2)
+    t.recs = <StrRec*>_grow(t.recs, &t.cap, idx + 1, sizeof(StrRec))
+    rec = &t.recs[idx]
+    rec.hash = h
+    Py_INCREF(key)
+    rec.name = <PyObject*>key
+    memcpy(&rec.key_len, k, 16)
+    t.n = idx + 1
+    f = fastledger_fmix(<uint64_t>h)
+    i = f & t.mask
+    while t.slots[i].ref != 0:
+        i = (i + 1) & t.mask
+    t.slots[i].ref = <uint32_t>(idx + 1)
+    t.slots[i].tag = <uint32_t>(f >> 32)
+    return <int32_t>idx
+
+
+cdef int32_t _st_lookup(StrTable* t, object key) except -2:
+    """The number of ``key``, or -1 (hashing it; for the cold paths)."""
+    cdef uint64_t k[2]
+    fastledger_key16(key, k)
+    return _st_find(t, <PyObject*>key, fastledger_hash(key), k)
+
+
+cdef int32_t _st_intern(StrTable* t, object key) except -2:
+    cdef uint64_t k[2]
+    cdef Py_hash_t h = fastledger_hash(key)
+    cdef int32_t idx
+    fastledger_key16(key, k)
+    idx = _st_find(t, <PyObject*>key, h, k)
+    if idx >= 0:
+        return idx
+    return _st_add(t, key, h, k)
+
+
+# --------------------------------------------------------- record layout
 
 
 cdef inline char* _id_bytes(ResHead* head) noexcept nogil:
@@ -188,11 +417,6 @@ cdef inline LineRec* _lines_of(ResHead* head) noexcept nogil:
 
 cdef inline AllocRec* _allocs_of(ResHead* head) noexcept nogil:
     return <AllocRec*>(<char*>head + sizeof(ResHead) + head.key_space + head.n_lines * sizeof(LineRec))
-
-
-cdef inline Py_ssize_t _record_size(ResHead* head) noexcept nogil:
-    return (sizeof(ResHead) + head.key_space + head.n_lines * sizeof(LineRec)
-            + head.n_allocs * sizeof(AllocRec))
 
 
 cdef inline bint _is_ascii_str(object key) noexcept:
@@ -233,19 +457,6 @@ cdef bint _any_held(ResHead* head) noexcept nogil:
     return False
 
 
-cdef object _illegal(object reservation_id, int state, str wanted):
-    # Same messages and reasons as engine.core.ledger._illegal.
-    cdef str name = _STATE_NAMES[state]
-    if wanted is not None and (state == RS_HELD or state == RS_COMMITTED):
-        return IllegalTransition(
-            f"reservation {reservation_id!r} is {name.lower()}, not {wanted}",
-            reason="NOT_COMMITTED" if wanted == "committed" else f"RESERVATION_{name}",
-        )
-    return IllegalTransition(
-        f"reservation {reservation_id!r} is {name.lower()}", reason=f"RESERVATION_{name}"
-    )
-
-
 cdef int _fits_i64(object value, int64_t* out) except -1:
     """1 and the value when it fits in 64 bits; 0 when it is an int too large to."""
     try:
@@ -255,17 +466,217 @@ cdef int _fits_i64(object value, int64_t* out) except -1:
     return 1
 
 
-cdef inline int _key_matches(PyObject* stored, uint8_t key_len, const char* inline_key,
-                             object key) except -1:
-    """Dict-key equality: identity, else the inline ASCII copy, else ``==``."""
-    cdef Py_ssize_t n
-    if stored == <PyObject*>key:
-        return 1
-    if key_len != INLINE_NONE and PyUnicode_CheckExact(key) and PyUnicode_IS_COMPACT_ASCII(key):
-        # Two compact ASCII strs are equal exactly when their bytes are.
-        n = PyUnicode_GET_LENGTH(key)
-        return n == key_len and memcmp(PyUnicode_DATA(key), inline_key, n) == 0
-    return PyObject_RichCompareBool(<object>stored, key, Py_EQ)
+# --------------------------------------------- results and errors without __init__
+#
+# A frozen dataclass's generated __init__ sets each field through
+# object.__setattr__ in Python: ~1 us for a Reservation, several for one with
+# lines. Results are built here by allocating the instance and storing the
+# fields into their slots, which is all that __init__ ends up doing for these
+# classes; errors likewise get their (message,) args and attributes directly
+# instead of running three levels of Python __init__. Both are checked at import
+# against the classes' own constructors, field by field; if a class ever does
+# more (a __post_init__, an extra attribute, another layout), the check fails
+# and that class is built the ordinary way, so the shortcut can never change a
+# result.
+
+
+ctypedef struct Maker:
+    PyObject* cls
+    int n
+    bint direct
+    Py_ssize_t offsets[MAX_FIELDS]
+
+
+cdef Maker _M_ALLOCATION, _M_LINE, _M_RESERVATION, _M_LEVEL, _M_CHANGE, _M_NODE_AV, _M_SKU_AV, _M_SHORTFALL
+
+
+cdef object _build(Maker* m, PyObject** values):
+    """An instance of ``m.cls`` with ``values`` as its fields (in field order)."""
+    cdef int i
+    if m.direct:
+        return fastledger_make(m.cls, m.offsets, m.n, values)
+    return (<object>m.cls)(*[<object>values[i] for i in range(m.n)])
+
+
+cdef int _maker_init(Maker* m, object cls) except -1:
+    cdef PyObject* ptrs[MAX_FIELDS]
+    cdef int i
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    m.cls = <PyObject*>cls  # a module global of engine.core.types: never freed
+    m.n = len(names)
+    m.direct = False
+    if m.n > MAX_FIELDS or hasattr(cls, "__post_init__") or not getattr(cls, "__slots__", None):
+        return 0
+    for i in range(m.n):
+        descr = cls.__dict__.get(names[i])
+        if type(descr) is not types.MemberDescriptorType:
+            return 0
+        if (<PyMemberDescrObject*>descr).d_member.type != T_OBJECT_EX:
+            return 0
+        m.offsets[i] = (<PyMemberDescrObject*>descr).d_member.offset
+    values = tuple(object() for _ in names)
+    for i in range(m.n):
+        ptrs[i] = <PyObject*>values[i]
+    m.direct = True
+    fast = _build(m, ptrs)
+    usual = cls(*values)
+    m.direct = type(fast) is type(usual) and all(
+        getattr(fast, name) is getattr(usual, name) for name in names
+    ) and fast == usual
+    return 0
+
+
+_maker_init(&_M_ALLOCATION, Allocation)
+_maker_init(&_M_LINE, ReservationLine)
+_maker_init(&_M_RESERVATION, Reservation)
+_maker_init(&_M_LEVEL, StockLevel)
+_maker_init(&_M_CHANGE, StockChange)
+_maker_init(&_M_NODE_AV, NodeAvailability)
+_maker_init(&_M_SKU_AV, SkuAvailability)
+_maker_init(&_M_SHORTFALL, Shortfall)
+
+
+cdef object _error(object cls, str message, object reason, str attr, object value):
+    """``cls(message, reason=reason)`` (``reason`` None: not passed), plus ``attr = value``
+    when ``attr`` is given, built without __init__ when the import check allows."""
+    if _FAST_ERRORS:
+        exc = fastledger_new_error(<PyObject*>cls, message)
+        exc.message = message
+        if reason is not None:
+            exc.reason = reason
+        if attr is not None:
+            setattr(exc, attr, value)
+        return exc
+    if reason is not None:
+        return cls(message, reason=reason)
+    return cls(message)
+
+
+cdef object _out_of_stock(tuple shortfalls):
+    """OutOfStock(shortfalls), with the message its constructor writes."""
+    if not _FAST_ERRORS:
+        return OutOfStock(shortfalls)
+    skus = ", ".join([f"{s.sku} (requested {s.requested}, available {s.available})" for s in shortfalls])
+    return _error(OutOfStock, f"not enough stock for: {skus}", None, "shortfalls", shortfalls)
+
+
+cdef object _not_found(object reservation_id):
+    return _error(NotFound, f"reservation {reservation_id!r} not found", "RESERVATION_NOT_FOUND", None, None)
+
+
+cdef object _illegal(object reservation_id, int state, str wanted):
+    # Same messages and reasons as engine.core.ledger._illegal.
+    cdef str name = _STATE_NAMES[state]
+    if wanted is not None and (state == RS_HELD or state == RS_COMMITTED):
+        return _error(
+            IllegalTransition,
+            f"reservation {reservation_id!r} is {name.lower()}, not {wanted}",
+            "NOT_COMMITTED" if wanted == "committed" else f"RESERVATION_{name}",
+            None,
+            None,
+        )
+    return _error(
+        IllegalTransition, f"reservation {reservation_id!r} is {name.lower()}", f"RESERVATION_{name}", None, None
+    )
+
+
+cdef bint _FAST_ERRORS = False
+
+
+def _same_error(a, b):
+    return type(a) is type(b) and a.args == b.args and list(vars(a).items()) == list(vars(b).items())
+
+
+cdef bint _check_fast_errors() except -1:
+    global _FAST_ERRORS
+    cdef PyObject* ptrs[4]
+    shortfalls = (Shortfall(0, "sku-a", 3, 1), Shortfall(2, "sku-b", 5, 0))
+    cases = [
+        (lambda: _out_of_stock(shortfalls), lambda: OutOfStock(shortfalls)),
+        (lambda: _not_found("r-1"), lambda: NotFound("reservation 'r-1' not found", reason="RESERVATION_NOT_FOUND")),
+        (lambda: _illegal("r-1", RS_HELD, "committed"),
+         lambda: IllegalTransition("reservation 'r-1' is held, not committed", reason="NOT_COMMITTED")),
+        (lambda: _error(IdempotencyMismatch, "m", None, None, None), lambda: IdempotencyMismatch("m")),
+        (lambda: _error(StockRejected, "m", "ON_HAND_LIMIT", None, None),
+         lambda: StockRejected("m", reason="ON_HAND_LIMIT")),
+    ]
+    _FAST_ERRORS = True
+    for fast, usual in cases:
+        if not _same_error(fast(), usual()):
+            _FAST_ERRORS = False
+            return False
+    return True
+
+
+_check_fast_errors()
+
+
+def _shortcuts():
+    """Which results and errors are built without __init__ (for tests)."""
+    return {
+        "errors": _FAST_ERRORS,
+        "Allocation": _M_ALLOCATION.direct,
+        "ReservationLine": _M_LINE.direct,
+        "Reservation": _M_RESERVATION.direct,
+        "StockLevel": _M_LEVEL.direct,
+        "StockChange": _M_CHANGE.direct,
+        "NodeAvailability": _M_NODE_AV.direct,
+        "SkuAvailability": _M_SKU_AV.direct,
+        "Shortfall": _M_SHORTFALL.direct,
+    }
+
+
+def _build_like(cls, *values):
+    """Build ``cls(*values)`` the way this module builds its results (for tests)."""
+    cdef PyObject* ptrs[MAX_FIELDS]
+    cdef Maker* m
+    if cls is Allocation:
+        m = &_M_ALLOCATION
+    elif cls is ReservationLine:
+        m = &_M_LINE
+    elif cls is Reservation:
+        m = &_M_RESERVATION
+    elif cls is StockLevel:
+        m = &_M_LEVEL
+    elif cls is StockChange:
+        m = &_M_CHANGE
+    elif cls is NodeAvailability:
+        m = &_M_NODE_AV
+    elif cls is SkuAvailability:
+        m = &_M_SKU_AV
+    elif cls is Shortfall:
+        m = &_M_SHORTFALL
+    else:
+        raise TypeError(f"{cls!r} is not a result type of this ledger")
+    if len(values) != m.n:
+        raise TypeError(f"{cls.__name__} has {m.n} fields")
+    for i in range(m.n):
+        ptrs[i] = <PyObject*>values[i]
+    return _build(m, ptrs)
+
+
+def _errors_like():
+    """The errors this module builds, next to the same errors built by their classes (for tests)."""
+    shortfalls = (Shortfall(1, "x", 2, 0),)
+    return [
+        (_out_of_stock(shortfalls), OutOfStock(shortfalls)),
+        (_not_found("id"), NotFound("reservation 'id' not found", reason="RESERVATION_NOT_FOUND")),
+        (_illegal("id", RS_EXPIRED, None), IllegalTransition("reservation 'id' is expired", reason="RESERVATION_EXPIRED")),
+        (_illegal("id", RS_COMMITTED, "held"),
+         IllegalTransition("reservation 'id' is committed, not held", reason="RESERVATION_COMMITTED")),
+    ]
+
+
+cdef inline object _shortfall(Py_ssize_t index, object sku, object requested, int64_t available):
+    cdef PyObject* v[4]
+    cdef object index_obj, available_obj
+    index_obj = index
+    available_obj = available
+    v[0] = <PyObject*>index_obj
+    v[1] = <PyObject*>sku
+    v[2] = <PyObject*>requested
+    v[3] = <PyObject*>available_obj
+    return _build(&_M_SHORTFALL, v)
 
 
 @cython.final
@@ -284,26 +695,35 @@ cdef class FastLedger:
 
     cdef int _init_storage(self) except -1:
         self._nodes = {}
-        self._node_index = {}
-        self._node_names = []
         self._channels = {}
-        self._channel_index = {}
         self._events = {}
+        _st_init(&self._node_t)
+        _st_init(&self._ch_t)
+        _st_init(&self._sku_t)
         self._node_defined = <uint8_t*>_grow(NULL, &self._node_cap, 16, sizeof(uint8_t))
         self._ch_nodes = <int32_t**>_grow(NULL, &self._ch_cap, 8, sizeof(int32_t*))
         self._ch_len = <Py_ssize_t*>_realloc(NULL, self._ch_cap * sizeof(Py_ssize_t))
-        self._skus = <SkuRec*>_grow(NULL, &self._skus_cap, 16, sizeof(SkuRec))
-        self._sku_slots = _new_slots(MIN_SLOTS)
-        self._sku_mask = MIN_SLOTS - 1
+        self._ch_elig = <uint8_t**>_realloc(NULL, self._ch_cap * sizeof(uint8_t*))
+        self._ch_elig_len = <Py_ssize_t*>_realloc(NULL, self._ch_cap * sizeof(Py_ssize_t))
         self._pages = <Row**>_grow(NULL, &self._pages_cap, 16, sizeof(Row*))
         self._page_blocks = <void**>_realloc(NULL, self._pages_cap * sizeof(void*))
         self._row_slots = _new_slots(MIN_SLOTS)
         self._row_mask = MIN_SLOTS - 1
-        self._arena = <char*>_grow(NULL, &self._arena_cap, 4096, 1)
+        self._segs = <char**>_grow(NULL, &self._segs_cap, 16, sizeof(char*))
+        self._seg_used = <Py_ssize_t*>_realloc(NULL, self._segs_cap * sizeof(Py_ssize_t))
+        self._seg_size = <Py_ssize_t*>_realloc(NULL, self._segs_cap * sizeof(Py_ssize_t))
+        self._n_segs = 0
         self._res_slots = _new_slots(MIN_SLOTS)
         self._res_mask = MIN_SLOTS - 1
-        self._heap = <HeapEntry*>_grow(NULL, &self._heap_cap, 64, sizeof(HeapEntry))
+        self._res_hint_mask = 0  # no hint: a fresh table
+        self._heap_cap = 0
+        self._grow_heap()
+        self._live_exp = <double*>_grow(NULL, &self._live_cap, 64, sizeof(double))
+        self._res_hash = <Py_hash_t*>_realloc(NULL, self._live_cap * sizeof(Py_hash_t))
+        self._res_handle = <uint32_t*>_realloc(NULL, self._live_cap * sizeof(uint32_t))
+        self._plan = <PlanLine*>_grow(NULL, &self._plan_cap, 16, sizeof(PlanLine))
         self._plan_lines = <LineRec*>_grow(NULL, &self._plan_lines_cap, 16, sizeof(LineRec))
+        self._short_alloc = <int64_t*>_realloc(NULL, self._plan_lines_cap * sizeof(int64_t))
         self._plan_allocs = <AllocRec*>_grow(NULL, &self._plan_allocs_cap, 64, sizeof(AllocRec))
         self._free_cap = 16
         self._free_row = <int64_t*>_realloc(NULL, 16 * sizeof(int64_t))
@@ -314,7 +734,7 @@ cdef class FastLedger:
         return 0
 
     cdef void _free_storage(self) noexcept:
-        cdef Py_ssize_t i, off = 0
+        cdef Py_ssize_t i
         cdef ResHead* head
         if self._page_blocks != NULL:
             for i in range(self._n_pages):
@@ -322,27 +742,37 @@ cdef class FastLedger:
             PyMem_RawFree(self._page_blocks)
         PyMem_RawFree(self._pages)
         if self._ch_nodes != NULL:
-            for i in range(self._ch_count):
+            for i in range(self._ch_t.n):
                 PyMem_RawFree(self._ch_nodes[i])
+                PyMem_RawFree(self._ch_elig[i])
             PyMem_RawFree(self._ch_nodes)
-        if self._skus != NULL:
-            for i in range(self._n_skus):
-                Py_XDECREF(self._skus[i].name)
-            PyMem_RawFree(self._skus)
-        if self._arena != NULL:
-            while off < self._arena_len:
-                head = <ResHead*>(self._arena + off)
+        if self._segs != NULL and self._res_handle != NULL:
+            for i in range(self._n_res):
+                head = self._head(self._res_handle[i])
                 Py_XDECREF(head.id)
                 Py_XDECREF(head.channel)
-                off += _record_size(head)
-            PyMem_RawFree(self._arena)
+        if self._segs != NULL:
+            for i in range(self._n_segs):
+                PyMem_RawFree(self._segs[i])
+        PyMem_RawFree(self._segs)
+        PyMem_RawFree(self._seg_used)
+        PyMem_RawFree(self._seg_size)
+        _st_free(&self._node_t)
+        _st_free(&self._ch_t)
+        _st_free(&self._sku_t)
         PyMem_RawFree(self._ch_len)
+        PyMem_RawFree(self._ch_elig)
+        PyMem_RawFree(self._ch_elig_len)
         PyMem_RawFree(self._node_defined)
-        PyMem_RawFree(self._sku_slots)
         PyMem_RawFree(self._row_slots)
         PyMem_RawFree(self._res_slots)
-        PyMem_RawFree(self._heap)
+        PyMem_RawFree(self._heap_block)
+        PyMem_RawFree(self._live_exp)
+        PyMem_RawFree(self._res_hash)
+        PyMem_RawFree(self._res_handle)
+        PyMem_RawFree(self._plan)
         PyMem_RawFree(self._plan_lines)
+        PyMem_RawFree(self._short_alloc)
         PyMem_RawFree(self._plan_allocs)
         PyMem_RawFree(self._free_row)
         PyMem_RawFree(self._free_atp)
@@ -353,14 +783,22 @@ cdef class FastLedger:
         self._page_blocks = NULL
         self._ch_nodes = NULL
         self._ch_len = NULL
+        self._ch_elig = NULL
+        self._ch_elig_len = NULL
         self._node_defined = NULL
-        self._skus = NULL
-        self._sku_slots = NULL
         self._row_slots = NULL
-        self._arena = NULL
+        self._segs = NULL
+        self._seg_used = NULL
+        self._seg_size = NULL
         self._res_slots = NULL
         self._heap = NULL
+        self._heap_block = NULL
+        self._live_exp = NULL
+        self._res_hash = NULL
+        self._res_handle = NULL
+        self._plan = NULL
         self._plan_lines = NULL
+        self._short_alloc = NULL
         self._plan_allocs = NULL
         self._free_row = NULL
         self._free_atp = NULL
@@ -368,111 +806,39 @@ cdef class FastLedger:
         self._due = NULL
         self._idx_buf = NULL
         self._n_pages = self._pages_cap = self._n_rows = 0
-        self._ch_count = self._ch_cap = 0
+        self._ch_cap = 0
         self._node_cap = 0
-        self._n_skus = self._skus_cap = 0
-        self._arena_len = self._arena_cap = self._n_res = 0
-        self._heap_n = self._heap_cap = 0
-        self._plan_lines_cap = self._plan_allocs_cap = self._n_plan_allocs = 0
+        self._n_segs = self._segs_cap = self._n_res = 0
+        self._heap_n = self._heap_cap = self._live_cap = 0
+        self._plan_cap = self._plan_lines_cap = self._plan_allocs_cap = self._n_plan_allocs = 0
         self._free_cap = self._due_cap = self._idx_cap = 0
 
     # -------------------------------------------------------------- interning
 
     cdef int32_t _sku_of(self, object sku) except -2:
-        """The interned index of ``sku``, or -1 when it was never seen."""
-        cdef Py_hash_t h = hash(sku)
-        cdef uint64_t k = fastledger_fmix(<uint64_t>h)
-        cdef uint64_t mask = self._sku_mask
-        cdef uint64_t i = k & mask
-        cdef uint32_t tag = <uint32_t>(k >> 32)
-        cdef Slot* slot
-        cdef SkuRec* rec
-        while True:
-            slot = &self._sku_slots[i]
-            if slot.ref == 0:
-                return -1
-            if slot.tag == tag:
-                rec = &self._skus[slot.ref - 1]
-                if rec.hash == h and _key_matches(rec.name, rec.key_len, rec.key, sku):
-                    return <int32_t>(slot.ref - 1)
-            i = (i + 1) & mask
+        """The interned number of ``sku``, or -1 when it was never seen."""
+        return _st_lookup(&self._sku_t, sku)
 
     cdef int32_t _intern_sku(self, object sku) except -2:
-        cdef int32_t idx = self._sku_of(sku)
-        cdef Py_hash_t h
-        cdef uint64_t k, i
-        cdef SkuRec* rec
-        cdef Py_ssize_t n
-        if idx >= 0:
-            return idx
-        idx = <int32_t>self._n_skus
-        if idx >= 0x7FFFFFFE:
-            raise OverflowError("too many SKUs for one ledger")
-        if (idx + 1) * 2 > <int64_t>(self._sku_mask + 1):
-            self._rehash_skus((self._sku_mask + 1) * 2)
-        h = hash(sku)
-        self._skus = <SkuRec*>_grow(self._skus, &self._skus_cap, idx + 1, sizeof(SkuRec))
-        rec = &self._skus[idx]
-        rec.hash = h
-        Py_INCREF(sku)
-        rec.name = <PyObject*>sku
-        rec.key_len = INLINE_NONE
-        if PyUnicode_CheckExact(sku) and PyUnicode_IS_COMPACT_ASCII(sku):
-            n = PyUnicode_GET_LENGTH(sku)
-            if n <= INLINE_MAX:
-                rec.key_len = <uint8_t>n
-                memcpy(rec.key, PyUnicode_DATA(sku), n)
-        self._n_skus = idx + 1
-        k = fastledger_fmix(<uint64_t>h)
-        i = k & self._sku_mask
-        while self._sku_slots[i].ref != 0:
-            i = (i + 1) & self._sku_mask
-        self._sku_slots[i].ref = <uint32_t>(idx + 1)
-        self._sku_slots[i].tag = <uint32_t>(k >> 32)
-        return idx
-
-    cdef int _rehash_skus(self, uint64_t slot_count) except -1:
-        cdef Slot* slots = _new_slots(slot_count)
-        cdef uint64_t mask = slot_count - 1
-        cdef uint64_t k, i
-        cdef Py_ssize_t s
-        for s in range(self._n_skus):
-            k = fastledger_fmix(<uint64_t>self._skus[s].hash)
-            i = k & mask
-            while slots[i].ref != 0:
-                i = (i + 1) & mask
-            slots[i].ref = <uint32_t>(s + 1)
-            slots[i].tag = <uint32_t>(k >> 32)
-        PyMem_RawFree(self._sku_slots)
-        self._sku_slots = slots
-        self._sku_mask = mask
-        return 0
+        return _st_intern(&self._sku_t, sku)
 
     cdef int32_t _intern_node(self, object node) except -2:
-        cdef PyObject* p = PyDict_GetItemWithError(self._node_index, node)
-        cdef Py_ssize_t idx
-        if p != NULL:
-            return <int32_t>PyLong_AsSsize_t(<object>p)
-        idx = len(self._node_names)
-        self._node_defined = <uint8_t*>_grow(self._node_defined, &self._node_cap, idx + 1, sizeof(uint8_t))
-        self._node_defined[idx] = 0
-        self._node_index[node] = idx
-        self._node_names.append(node)
-        return <int32_t>idx
+        cdef Py_ssize_t n = self._node_t.n
+        cdef int32_t idx = _st_intern(&self._node_t, node)
+        if idx == n:  # new
+            self._node_defined = <uint8_t*>_grow(self._node_defined, &self._node_cap, idx + 1, sizeof(uint8_t))
+            self._node_defined[idx] = 0
+        return idx
 
     cdef int32_t _node_of(self, object node) except -2:
-        cdef PyObject* p = PyDict_GetItemWithError(self._node_index, node)
-        if p == NULL:
-            return -1
-        return <int32_t>PyLong_AsSsize_t(<object>p)
+        return _st_lookup(&self._node_t, node)
 
     cdef int32_t _defined_node_of(self, object node) except -2:
-        cdef PyObject* p = PyDict_GetItemWithError(self._node_index, node)
-        cdef Py_ssize_t idx
-        if p == NULL:
-            return -1
-        idx = PyLong_AsSsize_t(<object>p)
-        return <int32_t>idx if self._node_defined[idx] else -1
+        cdef int32_t idx = _st_lookup(&self._node_t, node)
+        return idx if idx >= 0 and self._node_defined[idx] else -1
+
+    cdef object _node_name(self, int32_t node):
+        return <object>self._node_t.recs[node].name
 
     # ------------------------------------------------------------------- rows
 
@@ -481,7 +847,7 @@ cdef class FastLedger:
 
     cdef int64_t _find(self, int32_t sku, int32_t node) noexcept nogil:
         """The row of (interned SKU, node), or -1."""
-        cdef uint64_t k = fastledger_row_hkey(self._skus[sku].hash, node)
+        cdef uint64_t k = fastledger_row_hkey(self._sku_t.recs[sku].hash, node)
         cdef uint64_t mask = self._row_mask
         cdef uint64_t i = k & mask
         cdef uint32_t tag = <uint32_t>(k >> 32)
@@ -497,8 +863,8 @@ cdef class FastLedger:
                     return slot.ref - 1
             i = (i + 1) & mask
 
-    cdef int64_t _find_obj(self, object sku, Py_hash_t h, int32_t node) except -2:
-        """The row of (the caller's SKU object with hash ``h``, node), or -1.
+    cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node) except -2:
+        """The row of (the caller's SKU object with hash ``h`` and inline form ``key``, node), or -1.
 
         The hot path of reserve: no SKU interning lookup; a short ASCII id is
         compared with the copy in the row, which has to be loaded anyway.
@@ -509,7 +875,8 @@ cdef class FastLedger:
         cdef uint32_t tag = <uint32_t>(k >> 32)
         cdef Slot* slot
         cdef Row* row
-        cdef SkuRec* rec
+        cdef StrRec* rec
+        cdef bint inline = fastledger_key16_inline(key)
         while True:
             slot = &self._row_slots[i]
             if slot.ref == 0:
@@ -517,25 +884,24 @@ cdef class FastLedger:
             if slot.tag == tag:
                 row = self._row(slot.ref - 1)
                 if row.node == node:
-                    if row.key_len != INLINE_NONE and _is_ascii_str(sku):
-                        if (PyUnicode_GET_LENGTH(sku) == row.key_len
-                                and memcmp(PyUnicode_DATA(sku), row.key, row.key_len) == 0):
+                    if inline and row.key_len != INLINE_NONE:
+                        if fastledger_key16_eq(&row.key_len, key):
                             return slot.ref - 1
                     else:
-                        rec = &self._skus[row.sku]
-                        if rec.hash == h and _key_matches(rec.name, rec.key_len, rec.key, sku):
+                        rec = &self._sku_t.recs[row.sku]
+                        if _rec_matches(rec, sku, h, key):
                             return slot.ref - 1
             i = (i + 1) & mask
 
     cdef int _rehash_rows(self, uint64_t slot_count) except -1:
-        cdef Slot* slots = _new_slots(slot_count)
+        cdef Slot* slots = _new_slots(slot_count, True)
         cdef uint64_t mask = slot_count - 1
         cdef uint64_t k, i
         cdef int64_t r
         cdef Row* row
         for r in range(self._n_rows):
             row = self._row(r)
-            k = fastledger_row_hkey(self._skus[row.sku].hash, row.node)
+            k = fastledger_row_hkey(self._sku_t.recs[row.sku].hash, row.node)
             i = k & mask
             while slots[i].ref != 0:
                 i = (i + 1) & mask
@@ -577,10 +943,9 @@ cdef class FastLedger:
         memset(row, 0, sizeof(Row))
         row.sku = sku
         row.node = node
-        row.key_len = self._skus[sku].key_len
-        memcpy(row.key, self._skus[sku].key, sizeof(row.key))
+        memcpy(&row.key_len, &self._sku_t.recs[sku].key_len, 16)
         self._n_rows = r + 1
-        k = fastledger_row_hkey(self._skus[sku].hash, node)
+        k = fastledger_row_hkey(self._sku_t.recs[sku].hash, node)
         i = k & self._row_mask
         while self._row_slots[i].ref != 0:
             i = (i + 1) & self._row_mask
@@ -595,16 +960,31 @@ cdef class FastLedger:
         if r < 0:
             r = self._find(sku, a.node)
             if r < 0:
-                raise KeyError((<object>self._skus[sku].name, self._node_names[a.node]))
+                raise KeyError((<object>self._sku_t.recs[sku].name, self._node_name(a.node)))
             a.row = <int32_t>r
         return self._row(r)
 
     cdef object _level(self, object sku, object node, int64_t r):
         cdef Row* row
+        cdef PyObject* v[7]
+        cdef object on_hand, reserved, committed, safety, version
         if r < 0:
-            return StockLevel(sku, node, 0, 0, 0, 0, 0)
-        row = self._row(r)
-        return StockLevel(sku, node, row.on_hand, row.reserved, row.committed, row.safety, row.version)
+            on_hand = reserved = committed = safety = version = 0
+        else:
+            row = self._row(r)
+            on_hand = row.on_hand
+            reserved = row.reserved
+            committed = row.committed
+            safety = row.safety
+            version = row.version
+        v[0] = <PyObject*>sku
+        v[1] = <PyObject*>node
+        v[2] = <PyObject*>on_hand
+        v[3] = <PyObject*>reserved
+        v[4] = <PyObject*>committed
+        v[5] = <PyObject*>safety
+        v[6] = <PyObject*>version
+        return _build(&_M_LEVEL, v)
 
     cdef int _grow_free(self, Py_ssize_t n) except -1:
         # Sourcing scratch: one slot per candidate node of the longest channel.
@@ -625,9 +1005,9 @@ cdef class FastLedger:
         self._node_defined[idx] = 1
 
     def define_channel(self, channel_id, node_ids):
-        cdef Py_ssize_t i, n, ch
+        cdef Py_ssize_t i, n, ch, n_known
         cdef int32_t* arr
-        cdef PyObject* p
+        cdef uint8_t* elig
         for i, node in enumerate(node_ids):
             if node not in self._nodes:
                 raise UnknownNode(node, field=f"nodes[{i}]")
@@ -642,21 +1022,32 @@ cdef class FastLedger:
         arr = <int32_t*>_realloc(NULL, (n if n > 0 else 1) * sizeof(int32_t))
         for i in range(n):
             arr[i] = self._intern_node(nodes[i])
+        # Every node of the channel is interned by now, so its number is below n_known.
+        n_known = self._node_t.n
+        elig = <uint8_t*>_realloc(NULL, (n_known if n_known > 0 else 1) * sizeof(uint8_t))
+        memset(elig, 0, (n_known if n_known > 0 else 1) * sizeof(uint8_t))
+        for i in range(n):
+            elig[arr[i]] = 1
         if n > self._free_cap:
             self._grow_free(n)
-        p = PyDict_GetItemWithError(self._channel_index, channel_id)
-        if p != NULL:
-            ch = PyLong_AsSsize_t(<object>p)
+        ch = _st_lookup(&self._ch_t, channel_id)
+        if ch >= 0:
             PyMem_RawFree(self._ch_nodes[ch])
+            PyMem_RawFree(self._ch_elig[ch])
         else:
-            ch = self._ch_count
+            ch = self._ch_t.n
             if ch + 1 > self._ch_cap:
                 self._ch_nodes = <int32_t**>_grow(self._ch_nodes, &self._ch_cap, ch + 1, sizeof(int32_t*))
                 self._ch_len = <Py_ssize_t*>_realloc(self._ch_len, self._ch_cap * sizeof(Py_ssize_t))
-            self._ch_count = ch + 1
-            self._channel_index[channel_id] = ch
+                self._ch_elig = <uint8_t**>_realloc(self._ch_elig, self._ch_cap * sizeof(uint8_t*))
+                self._ch_elig_len = <Py_ssize_t*>_realloc(self._ch_elig_len, self._ch_cap * sizeof(Py_ssize_t))
+            self._ch_nodes[ch] = NULL
+            self._ch_elig[ch] = NULL
+            _st_intern(&self._ch_t, channel_id)
         self._ch_nodes[ch] = arr
         self._ch_len[ch] = n
+        self._ch_elig[ch] = elig
+        self._ch_elig_len[ch] = n_known
         self._channels[channel_id] = nodes
 
     def has_node(self, node_id):
@@ -670,7 +1061,6 @@ cdef class FastLedger:
             return self._channels[channel_id]
         except KeyError:
             raise UnknownChannel(channel_id) from None
-
     # ----------------------------------------------------------------- supply
 
     def apply_supply(self, ops, double now):
@@ -700,6 +1090,8 @@ cdef class FastLedger:
         cdef Row* row
         cdef dict batch_events = None
         cdef list out
+        cdef PyObject* pv[3]
+        cdef object level, applied, duplicate
 
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
@@ -862,13 +1254,13 @@ cdef class FastLedger:
                     sku_idx = self._sku_of(sku)
                     nidx = self._node_of(node)
                     r = self._find(sku_idx, nidx) if sku_idx >= 0 and nidx >= 0 else -1
-                out.append(
-                    StockChange(
-                        self._level(sku, node, r),
-                        True if flags[i] & F_APPLIED else False,
-                        True if flags[i] & F_DUPLICATE else False,
-                    )
-                )
+                level = self._level(sku, node, r)
+                applied = True if flags[i] & F_APPLIED else False
+                duplicate = True if flags[i] & F_DUPLICATE else False
+                pv[0] = <PyObject*>level
+                pv[1] = <PyObject*>applied
+                pv[2] = <PyObject*>duplicate
+                out.append(_build(&_M_CHANGE, pv))
             return out
         finally:
             PyMem_RawFree(table)
@@ -886,51 +1278,106 @@ cdef class FastLedger:
                 r = self._find(s, nd)
         return self._level(sku, node, r)
 
+    def set_row(self, sku, node, on_hand, reserved, committed, safety_stock, version):
+        """Overwrite (or create) the counters of one row (see the reference)."""
+        cdef int32_t nidx = self._defined_node_of(node)
+        cdef int32_t s
+        cdef int64_t r
+        cdef Row* row
+        if nidx < 0:
+            raise UnknownNode(node)
+        violations = row_violations(on_hand, reserved, committed, safety_stock, version)
+        if violations:
+            raise InvalidArgument(f"counters of {sku}@{node} are out of range", violations)
+        s = self._intern_sku(sku)
+        r = self._find(s, nidx)
+        if r < 0:
+            r = self._insert_row(s, nidx)
+        row = self._row(r)
+        row.on_hand = on_hand
+        row.reserved = reserved
+        row.committed = committed
+        row.safety = safety_stock
+        row.version = version
+
     # ----------------------------------------------------------- reservations
 
     cdef ResHead* _head(self, uint32_t handle) noexcept nogil:
-        return <ResHead*>(self._arena + (<size_t>handle << 3))
+        return <ResHead*>(self._segs[handle >> SEG_SHIFT] + (<size_t>(handle & SEG_MASK) << 3))
+
+    cdef int _new_segment(self, Py_ssize_t need) except -1:
+        """Start a segment with room for at least ``need`` bytes of records."""
+        cdef Py_ssize_t seg = self._n_segs
+        cdef Py_ssize_t size = SEG_FIRST if seg == 0 else self._seg_size[seg - 1] * 2
+        cdef char* block
+        if seg >= MAX_SEGMENTS:
+            raise OverflowError("too many reservations for one ledger")
+        if size > SEG_LARGEST:
+            size = SEG_LARGEST
+        if size < need:
+            size = need  # one record larger than a segment gets one of its own
+        if seg >= self._segs_cap:
+            self._segs = <char**>_grow(self._segs, &self._segs_cap, seg + 1, sizeof(char*))
+            self._seg_used = <Py_ssize_t*>_realloc(self._seg_used, self._segs_cap * sizeof(Py_ssize_t))
+            self._seg_size = <Py_ssize_t*>_realloc(self._seg_size, self._segs_cap * sizeof(Py_ssize_t))
+        # Small pages (see fastledger_advise_huge): segments are touched for the
+        # first time while the ledger serves.
+        block = <char*>PyMem_RawMalloc(size)
+        if block == NULL:
+            raise MemoryError()
+        self._segs[seg] = block
+        self._seg_used[seg] = 0
+        self._seg_size[seg] = size
+        self._n_segs = seg + 1
+        return 0
 
     cdef int64_t _res_lookup(self, object reservation_id, Py_hash_t h) except -2:
-        """The record handle of ``reservation_id``, or -1."""
+        """The record handle of ``reservation_id`` (hash ``h``), or -1."""
         cdef uint64_t k = fastledger_fmix(<uint64_t>h)
         cdef uint64_t mask = self._res_mask
         cdef uint64_t i = k & mask
         cdef uint32_t tag = <uint32_t>(k >> 32)
         cdef Slot* slot
         cdef ResHead* head
+        cdef bint ascii = _is_ascii_str(reservation_id)
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(reservation_id) if ascii else -1
+        cdef const char* data = <const char*>PyUnicode_DATA(reservation_id) if ascii else NULL
         while True:
             slot = &self._res_slots[i]
             if slot.ref == 0:
+                # A reserve inserts the id right here next (see _res_index_insert).
+                self._res_hint = i
+                self._res_hint_hash = h
+                self._res_hint_mask = mask
                 return -1
             if slot.tag == tag:
                 head = self._head(slot.ref - 1)
                 # Lines and allocations start in the record's next cache line:
                 # load it together with the head instead of after it.
                 fastledger_prefetch(<char*>head + 64)
-                if head.hash == h:
-                    if head.id == <PyObject*>reservation_id:
+                if head.id == <PyObject*>reservation_id:
+                    return slot.ref - 1
+                if head.key_len != ID_NOT_INLINE and ascii:
+                    # Two compact ASCII strs are equal exactly when their bytes are.
+                    if n == head.key_len and memcmp(data, _id_bytes(head), n) == 0:
                         return slot.ref - 1
-                    if head.key_len != ID_NOT_INLINE and _is_ascii_str(reservation_id):
-                        # Two compact ASCII strs are equal exactly when their bytes are.
-                        if (PyUnicode_GET_LENGTH(reservation_id) == head.key_len
-                                and memcmp(PyUnicode_DATA(reservation_id), _id_bytes(head), head.key_len) == 0):
-                            return slot.ref - 1
-                    elif PyObject_RichCompareBool(<object>head.id, reservation_id, Py_EQ):
-                        return slot.ref - 1
+                elif PyObject_RichCompareBool(<object>head.id, reservation_id, Py_EQ):
+                    return slot.ref - 1
             i = (i + 1) & mask
-
-    cdef int64_t _res_of(self, object reservation_id) except -2:
-        cdef int64_t handle = self._res_lookup(reservation_id, hash(reservation_id))
-        if handle < 0:
-            raise NotFound(f"reservation {reservation_id!r} not found", reason="RESERVATION_NOT_FOUND")
-        return handle
 
     cdef int _res_index_insert(self, uint32_t handle, Py_hash_t h) except -1:
         cdef uint64_t k, i
         if (self._n_res + 1) * 2 > <int64_t>(self._res_mask + 1):
             self._rehash_res((self._res_mask + 1) * 2)
         k = fastledger_fmix(<uint64_t>h)
+        i = self._res_hint
+        if (self._res_hint_hash == h and self._res_hint_mask == self._res_mask and i <= self._res_mask
+                and self._res_slots[i].ref == 0):
+            # The lookup that found this id absent ended on this empty slot, and
+            # the table has not changed since: no second probe (and no second miss).
+            self._res_slots[i].ref = handle + 1
+            self._res_slots[i].tag = <uint32_t>(k >> 32)
+            return 0
         i = k & self._res_mask
         while self._res_slots[i].ref != 0:
             i = (i + 1) & self._res_mask
@@ -942,20 +1389,18 @@ cdef class FastLedger:
         cdef Slot* slots = _new_slots(slot_count)
         cdef uint64_t mask = slot_count - 1
         cdef uint64_t k, i
-        cdef Py_ssize_t off = 0
-        cdef ResHead* head
-        while off < self._arena_len:
-            head = <ResHead*>(self._arena + off)
-            k = fastledger_fmix(<uint64_t>head.hash)
+        cdef Py_ssize_t seq
+        for seq in range(self._n_res):
+            k = fastledger_fmix(<uint64_t>self._res_hash[seq])
             i = k & mask
             while slots[i].ref != 0:
                 i = (i + 1) & mask
-            slots[i].ref = <uint32_t>((off >> 3) + 1)
+            slots[i].ref = self._res_handle[seq] + 1
             slots[i].tag = <uint32_t>(k >> 32)
-            off += _record_size(head)
         PyMem_RawFree(self._res_slots)
         self._res_slots = slots
         self._res_mask = mask
+        self._res_hint_mask = 0  # a hint into the old table is void
         return 0
 
     cdef uint32_t _append_record(self, object reservation_id, Py_hash_t h, object channel, double ttl_s,
@@ -964,20 +1409,26 @@ cdef class FastLedger:
                                  Py_ssize_t n_allocs) except? 0xFFFFFFFF:
         """Append one reservation record and index it; returns its handle."""
         cdef Py_ssize_t key_len = ID_NOT_INLINE, key_space = 0
-        cdef Py_ssize_t size
-        cdef Py_ssize_t off = self._arena_len
+        cdef Py_ssize_t size, off, seg = self._n_segs - 1
+        cdef Py_ssize_t seq = self._n_res
+        cdef uint32_t handle
         cdef ResHead* head
         if _is_ascii_str(reservation_id) and PyUnicode_GET_LENGTH(reservation_id) <= ID_INLINE_MAX:
             key_len = PyUnicode_GET_LENGTH(reservation_id)
             key_space = (key_len + 7) & ~7
         size = sizeof(ResHead) + key_space + n_lines * sizeof(LineRec) + n_allocs * sizeof(AllocRec)
-        if (off + size) >> 3 >= 0xFFFFFFFE:
-            raise OverflowError("too many reservations for one ledger")
-        if off + size > self._arena_cap:
-            self._arena = <char*>_grow(self._arena, &self._arena_cap, off + size, 1)
-            if <size_t>self._arena_cap >= HUGE_MIN:
-                fastledger_advise_huge(self._arena, self._arena_cap)
-        head = <ResHead*>(self._arena + off)
+        if seg < 0 or self._seg_used[seg] + size > self._seg_size[seg]:
+            self._new_segment(size)
+            seg = self._n_segs - 1
+        off = self._seg_used[seg]
+        handle = <uint32_t>((seg << SEG_SHIFT) | (off >> 3))
+        if seq >= self._live_cap:
+            self._live_exp = <double*>_grow(self._live_exp, &self._live_cap, seq + 1, sizeof(double))
+            self._res_hash = <Py_hash_t*>_realloc(self._res_hash, self._live_cap * sizeof(Py_hash_t))
+            self._res_handle = <uint32_t*>_realloc(self._res_handle, self._live_cap * sizeof(uint32_t))
+        self._res_hash[seq] = h
+        self._res_handle[seq] = handle
+        head = <ResHead*>(self._segs[seg] + off)
         head.ttl_s = ttl_s
         head.created_at = created_at
         head.expires_at = expires_at
@@ -985,23 +1436,27 @@ cdef class FastLedger:
         head.id = <PyObject*>reservation_id
         Py_INCREF(channel)
         head.channel = <PyObject*>channel
-        head.hash = h
         head.n_lines = <int32_t>n_lines
         head.n_allocs = <int32_t>n_allocs
+        head.seq = <uint32_t>seq
         head.allow_partial = allow_partial
-        head.due = 0
         head.key_len = <uint16_t>key_len
         head.key_space = <uint16_t>key_space
         if key_space:
             memcpy(_id_bytes(head), PyUnicode_DATA(reservation_id), key_len)
         memcpy(_lines_of(head), lines, n_lines * sizeof(LineRec))
         memcpy(_allocs_of(head), allocs, n_allocs * sizeof(AllocRec))
-        self._arena_len = off + size
-        self._res_index_insert(<uint32_t>(off >> 3), h)
-        self._n_res += 1
-        return <uint32_t>(off >> 3)
+        self._seg_used[seg] = off + size
+        self._res_index_insert(handle, h)
+        self._n_res = seq + 1
+        self._set_live(head)
+        return handle
 
-    cdef int _source(self, object sku, Py_hash_t h, int64_t quantity, int32_t* candidates,
+    cdef void _set_live(self, ResHead* head) noexcept:
+        """Record whether the expiry heap's entries for this reservation can still fire."""
+        self._live_exp[head.seq] = head.expires_at if _any_held(head) else NAN
+
+    cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
                      Py_ssize_t count, int64_t* allocated) except -1:
         """Deterministic sourcing, as the reference's ``_source``: the first
         candidate covering the whole line, else greedy in priority order.
@@ -1017,32 +1472,34 @@ cdef class FastLedger:
         cdef int64_t r, atp, take, remaining
         cdef Row* row
         cdef AllocRec* a
+        cdef Py_hash_t h = pl.hash
+        cdef Py_ssize_t k
         allocated[0] = 0
         for c in range(count):
-            if c + 1 < count:
-                # The next candidate is only needed when this one cannot cover
-                # the line; its slot costs nothing to start loading.
-                fastledger_prefetch(&self._row_slots[fastledger_row_hkey(h, candidates[c + 1]) & self._row_mask])
-            r = self._find_obj(sku, h, candidates[c])
-            if r < 0:
-                continue
-            row = self._row(r)
-            atp = row.on_hand - row.reserved - row.committed - row.safety
-            if atp <= 0:
-                continue
-            if atp >= quantity:
-                a = &self._plan_allocs[self._n_plan_allocs]
-                self._n_plan_allocs += 1
-                a.quantity = quantity
-                a.row = <int32_t>r
-                a.node = candidates[c]
-                row.reserved += quantity
-                allocated[0] = quantity
-                return 0
-            self._free_row[nfree] = r
-            self._free_atp[nfree] = atp
-            self._free_node[nfree] = candidates[c]
-            nfree += 1
+            r = self._find_key(pl.sku, h, pl.key, candidates[c])
+            if r >= 0:
+                row = self._row(r)
+                atp = row.on_hand - row.reserved - row.committed - row.safety
+                if atp > 0:
+                    if atp >= quantity:
+                        a = &self._plan_allocs[self._n_plan_allocs]
+                        self._n_plan_allocs += 1
+                        a.quantity = quantity
+                        a.row = <int32_t>r
+                        a.node = candidates[c]
+                        row.reserved += quantity
+                        allocated[0] = quantity
+                        return 0
+                    self._free_row[nfree] = r
+                    self._free_atp[nfree] = atp
+                    self._free_node[nfree] = candidates[c]
+                    nfree += 1
+            if c == 0:
+                # The first candidate (whose row was prefetched) usually covers
+                # the line; when it does not, start loading every other
+                # candidate's slot at once rather than one miss at a time.
+                for k in range(1, count):
+                    fastledger_prefetch(&self._row_slots[fastledger_row_hkey(h, candidates[k]) & self._row_mask])
         remaining = quantity
         for c in range(nfree):
             take = self._free_atp[c] if self._free_atp[c] < remaining else remaining
@@ -1058,7 +1515,7 @@ cdef class FastLedger:
                 break
         return 0
 
-    cdef int _rollback_holds(self) except -1:
+    cdef int _rollback_holds(self) noexcept:
         cdef Py_ssize_t k
         cdef AllocRec* a
         for k in range(self._n_plan_allocs):
@@ -1067,162 +1524,240 @@ cdef class FastLedger:
         self._n_plan_allocs = 0
         return 0
 
+    cdef void _prefetch_rows(self, Py_ssize_t n) noexcept:
+        """Second stage of the prefetch ``_plan_request`` started: read the row
+        slots (waiting for them if need be) and start loading the rows they
+        point at."""
+        cdef Py_ssize_t li, probe
+        cdef PlanLine* pl
+        cdef uint64_t k, i
+        cdef uint32_t tag
+        cdef Slot* slot
+        for li in range(n if n < PREFETCH_LINES else PREFETCH_LINES):
+            pl = &self._plan[li]
+            if not pl.parsed or pl.first < 0:
+                continue
+            k = fastledger_row_hkey(pl.hash, pl.first)
+            i = k & self._row_mask
+            tag = <uint32_t>(k >> 32)
+            for probe in range(4):
+                slot = &self._row_slots[i]
+                if slot.ref == 0:
+                    break
+                if slot.tag == tag:
+                    fastledger_prefetch(self._row(slot.ref - 1))
+                    break
+                i = (i + 1) & self._row_mask
+
+    cdef Py_ssize_t _plan_request(self, object lines, Py_ssize_t ch) except -1:
+        """First pass over a reserve request: what each line names, found without
+        raising anything (errors come later, in the reference's order), and the
+        row slot of each line's first candidate prefetched. Lines that are not a
+        plain (str, int, str or None) tuple are left for the slow path. Returns
+        the number of lines, or -1 when ``lines`` is not a list or tuple."""
+        cdef Py_ssize_t n, li
+        cdef PlanLine* pl
+        cdef PyObject* item
+        cdef int32_t first, nidx
+        cdef uint64_t nk[2]
+        if not (PyList_CheckExact(lines) or PyTuple_CheckExact(lines)):
+            return -1
+        n = PySequence_Fast_GET_SIZE(lines)
+        if n > self._plan_cap:
+            self._plan = <PlanLine*>_grow(self._plan, &self._plan_cap, n, sizeof(PlanLine))
+        for li in range(n):
+            pl = &self._plan[li]
+            pl.parsed = 0
+            item = PySequence_Fast_GET_ITEM(lines, li)
+            if not (PyTuple_Check(<object>item) and PyTuple_GET_SIZE(<object>item) == 3):
+                continue
+            pl.sku = PyTuple_GET_ITEM(<object>item, 0)
+            pl.qty = PyTuple_GET_ITEM(<object>item, 1)
+            pl.node = PyTuple_GET_ITEM(<object>item, 2)
+            if not (PyUnicode_CheckExact(<object>pl.sku) and PyLong_CheckExact(<object>pl.qty)):
+                continue
+            if pl.node == <PyObject*>None:
+                pl.nidx = -1
+                first = self._ch_nodes[ch][0] if self._ch_len[ch] else -1
+            elif PyUnicode_CheckExact(<object>pl.node):
+                fastledger_key16_ptr(pl.node, nk)
+                nidx = _st_find(&self._node_t, pl.node, fastledger_hash_ptr(pl.node), nk)
+                pl.nidx = nidx if nidx >= 0 and self._node_defined[nidx] else -2
+                first = pl.nidx
+            else:
+                continue
+            pl.hash = fastledger_hash_ptr(pl.sku)
+            fastledger_key16_ptr(pl.sku, pl.key)
+            pl.first = first
+            if first >= 0 and li < PREFETCH_LINES:
+                fastledger_prefetch(&self._row_slots[fastledger_row_hkey(pl.hash, first) & self._row_mask])
+            pl.parsed = 1
+        return n
+
     def reserve(self, reservation_id, channel, lines, double ttl_s, bint allow_partial, double now):
         """Hold stock for every line (all or nothing unless ``allow_partial``)."""
-        cdef Py_hash_t h = hash(reservation_id)
-        cdef uint64_t k = fastledger_fmix(<uint64_t>h)
+        cdef Py_hash_t h = fastledger_hash(reservation_id)
+        cdef uint64_t ck[2]
+        cdef Py_ssize_t ch = -2, n = -1
         cdef int64_t handle
-        cdef PyObject* p
-        cdef PyObject* pn
-        cdef Py_ssize_t li, n, ch = -1
-        cdef int32_t first_node
+        cdef ResHead* head
         # The id's slot and each line's row slot are almost always cache misses
         # that do not depend on each other: start loading all of them now.
         # (Only side-effect-free work here: errors are raised in the
         # reference's order below.)
-        fastledger_prefetch(&self._res_slots[k & self._res_mask])
-        p = PyDict_GetItemWithError(self._channel_index, channel)
-        if p != NULL:
-            ch = PyLong_AsSsize_t(<object>p)
-            if PyList_CheckExact(lines) or PyTuple_CheckExact(lines):
-                n = len(lines)
-                for li in range(n if n < 8 else 8):
-                    item = lines[li]
-                    if not (PyTuple_Check(item) and PyTuple_GET_SIZE(item) == 3):
-                        continue
-                    sku = <object>PyTuple_GET_ITEM(item, 0)
-                    node = <object>PyTuple_GET_ITEM(item, 2)
-                    if not PyUnicode_CheckExact(sku):  # hashing a str cannot fail
-                        continue
-                    if node is None:
-                        if self._ch_len[ch] == 0:
-                            continue
-                        first_node = self._ch_nodes[ch][0]
-                    elif PyUnicode_CheckExact(node):
-                        pn = PyDict_GetItemWithError(self._node_index, node)
-                        if pn == NULL:
-                            continue
-                        first_node = <int32_t>PyLong_AsSsize_t(<object>pn)
-                    else:
-                        continue
-                    fastledger_prefetch(
-                        &self._row_slots[fastledger_row_hkey(hash(sku), first_node) & self._row_mask]
-                    )
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>h) & self._res_mask])
+        if PyUnicode_CheckExact(channel):  # hashing a str cannot fail
+            fastledger_key16(channel, ck)
+            ch = _st_find(&self._ch_t, <PyObject*>channel, fastledger_hash(channel), ck)
+            if ch >= 0:
+                n = self._plan_request(lines, ch)
+                # Waits for the row slots while the id's slot is still on its
+                # way, so the rows start loading before the lookup, not after.
+                self._prefetch_rows(n)
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
         handle = self._res_lookup(reservation_id, h)
         if handle >= 0:
-            return self._replay(<uint32_t>handle, reservation_id, channel, lines, ttl_s, allow_partial)
+            head = self._head(<uint32_t>handle)
+            if not self._same_request(head, channel, lines, ttl_s, allow_partial):
+                raise _error(
+                    IdempotencyMismatch,
+                    f"reservation {reservation_id!r} exists with a different request",
+                    None,
+                    None,
+                    None,
+                )
+            return _state(_aggregate(head))
+        if ch == -2:
+            ch = _st_lookup(&self._ch_t, channel)
+            if ch >= 0:
+                n = self._plan_request(lines, ch)
         if ch < 0:
             raise UnknownChannel(channel)
-        return self._reserve_new(reservation_id, h, channel, ch, lines, ttl_s, allow_partial, now)
+        error = self._reserve_new(reservation_id, h, channel, ch, lines, n, ttl_s, allow_partial, now)
+        if error is not None:
+            raise error
+        return _state(RS_HELD)
 
-    cdef object _replay(self, uint32_t handle, object reservation_id, object channel, object lines,
-                        double ttl_s, bint allow_partial):
-        cdef ResHead* head = self._head(handle)
+    cdef bint _same_request(self, ResHead* head, object channel, object lines, double ttl_s,
+                            bint allow_partial) except -1:
+        """Whether a replayed reserve carries the stored request (the reference's ``_same_request``)."""
         cdef LineRec* line
         cdef Py_ssize_t i
-        cdef bint same = True
         if <object>head.channel != channel or head.ttl_s != ttl_s or head.allow_partial != allow_partial:
-            same = False
-        elif head.n_lines != len(lines):
-            same = False
-        else:
-            for i, (sku, quantity, node) in enumerate(lines):
-                line = &_lines_of(head)[i]
-                stored_node = None if line.node < 0 else self._node_names[line.node]
-                if not (
-                    <object>self._skus[line.sku].name == sku
-                    and line.quantity == quantity
-                    and stored_node == node
-                ):
-                    same = False
-                    break
-        if not same:
-            raise IdempotencyMismatch(f"reservation {reservation_id!r} exists with a different request")
-        return _STATES[_aggregate(head)]
+            return False
+        if head.n_lines != len(lines):
+            return False
+        for i, (sku, quantity, node) in enumerate(lines):
+            line = &_lines_of(head)[i]
+            stored_node = None if line.node < 0 else self._node_name(line.node)
+            if not (
+                <object>self._sku_t.recs[line.sku].name == sku
+                and line.quantity == quantity
+                and stored_node == node
+            ):
+                return False
+        return True
 
     cdef object _reserve_new(self, object reservation_id, Py_hash_t h, object channel, Py_ssize_t ch,
-                             object lines, double ttl_s, bint allow_partial, double now):
-        cdef Py_ssize_t n, li, k, ncand
-        cdef int32_t nidx, sku_idx
-        cdef Py_hash_t sku_hash
+                             object lines, Py_ssize_t n, double ttl_s, bint allow_partial, double now):
+        """Plan, check and record a new reservation (``lines`` planned by
+        ``_plan_request``, ``n`` its result). Returns None, or the domain error
+        to raise: the caller raises it (see the module docstring)."""
+        cdef Py_ssize_t li, k, ncand, n_short = 0
+        cdef int32_t sku_idx, nid
         cdef int32_t* cand
         cdef int32_t* eligible = self._ch_nodes[ch]
         cdef Py_ssize_t n_eligible = self._ch_len[ch]
+        cdef uint8_t* elig = self._ch_elig[ch]
+        cdef Py_ssize_t n_elig = self._ch_elig_len[ch]
         cdef int64_t quantity, allocated
+        cdef PlanLine* pl
         cdef LineRec* line
-        cdef list shortfalls = None
-        cdef list unknown_skus = None
-        cdef bint ok
+        cdef bint unknown_skus = False
         cdef uint32_t handle
+        cdef list keep = None
 
-        seq = lines if (PyList_CheckExact(lines) or PyTuple_CheckExact(lines)) else list(lines)
-        n = len(seq)
+        if n < 0:
+            lines = list(lines)
+            n = self._plan_request(lines, ch)
         if n > self._plan_lines_cap:
             self._plan_lines = <LineRec*>_grow(self._plan_lines, &self._plan_lines_cap, n, sizeof(LineRec))
+            self._short_alloc = <int64_t*>_realloc(self._short_alloc, self._plan_lines_cap * sizeof(int64_t))
         self._n_plan_allocs = 0
         try:
             for li in range(n):
-                item = seq[li]
-                if PyTuple_Check(item) and PyTuple_GET_SIZE(item) == 3:
-                    sku = <object>PyTuple_GET_ITEM(item, 0)
-                    qty = <object>PyTuple_GET_ITEM(item, 1)
-                    node = <object>PyTuple_GET_ITEM(item, 2)
-                else:
-                    sku, qty, node = item
-                if node is not None:
-                    nidx = self._defined_node_of(node)
-                    if nidx < 0:
-                        raise UnknownNode(node, field=f"lines[{li}].node")
-                    ok = False
-                    for k in range(n_eligible):
-                        if eligible[k] == nidx:
-                            ok = True
-                            break
-                    if not ok:
-                        raise NodeNotEligible(node, channel, field=f"lines[{li}].node")
-                    cand = &nidx
+                pl = &self._plan[li]
+                if not pl.parsed:
+                    # Anything but a plain tuple: unpacked the way the reference does,
+                    # and kept alive here (the pointers below borrow them).
+                    sku, qty, node = lines[li]
+                    if keep is None:
+                        keep = []
+                    keep.append((sku, qty, node))
+                    pl.sku = <PyObject*>sku
+                    pl.qty = <PyObject*>qty
+                    pl.node = <PyObject*>node
+                    if node is None:
+                        pl.nidx = -1
+                    else:
+                        nid = self._defined_node_of(node)
+                        pl.nidx = nid if nid >= 0 else -2
+                if pl.node != <PyObject*>None:
+                    if pl.nidx < 0:
+                        self._rollback_holds()
+                        return UnknownNode(<object>pl.node, field=f"lines[{li}].node")
+                    if not (pl.nidx < n_elig and elig[pl.nidx]):
+                        self._rollback_holds()
+                        return NodeNotEligible(<object>pl.node, channel, field=f"lines[{li}].node")
+                    cand = &pl.nidx
                     ncand = 1
                 else:
-                    nidx = -1
                     cand = eligible
                     ncand = n_eligible
-                quantity = qty
-                sku_hash = hash(sku)
+                if not pl.parsed:
+                    pl.hash = fastledger_hash_ptr(pl.sku)
+                    fastledger_key16_ptr(pl.sku, pl.key)
+                quantity = <object>pl.qty
                 if self._n_plan_allocs + ncand > self._plan_allocs_cap:
                     self._plan_allocs = <AllocRec*>_grow(
                         self._plan_allocs, &self._plan_allocs_cap, self._n_plan_allocs + ncand, sizeof(AllocRec)
                     )
                 line = &self._plan_lines[li]
                 line.alloc_first = <int32_t>self._n_plan_allocs
-                self._source(sku, sku_hash, quantity, cand, ncand, &allocated)
+                self._source(pl, quantity, cand, ncand, &allocated)
                 line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
                 if line.alloc_count > 0:
-                    # Every allocation is a row of this SKU: it names the SKU's index.
+                    # Every allocation is a row of this SKU: it names the SKU's number.
                     sku_idx = self._row(self._plan_allocs[line.alloc_first].row).sku
                 else:
-                    sku_idx = self._sku_of(sku)
+                    sku_idx = _st_find(&self._sku_t, pl.sku, pl.hash, pl.key)
                     if sku_idx < 0:
                         # Never stocked anywhere: interned only if the reservation is recorded.
-                        if unknown_skus is None:
-                            unknown_skus = []
-                        unknown_skus.append((li, sku))
+                        unknown_skus = True
                 line.quantity = quantity
                 line.sku = sku_idx
-                line.node = nidx
+                line.node = pl.nidx if pl.nidx >= 0 else -1
                 line.state = RS_HELD if line.alloc_count > 0 else RS_RELEASED
                 line.mark = 0
                 if allocated < quantity:
-                    if shortfalls is None:
-                        shortfalls = []
-                    shortfalls.append(Shortfall(li, sku, qty, allocated))
-            if shortfalls is not None and (not allow_partial or self._n_plan_allocs == 0):
-                raise OutOfStock(tuple(shortfalls))
+                    self._short_alloc[li] = allocated
+                    n_short += 1
+                else:
+                    self._short_alloc[li] = -1
+            if n_short and (not allow_partial or self._n_plan_allocs == 0):
+                shortfalls = []
+                for li in range(n):
+                    if self._short_alloc[li] >= 0:
+                        pl = &self._plan[li]
+                        shortfalls.append(_shortfall(li, <object>pl.sku, <object>pl.qty, self._short_alloc[li]))
+                self._rollback_holds()
+                return _out_of_stock(tuple(shortfalls))
             # Checks passed: the holds are already on the rows; record the reservation.
-            if unknown_skus is not None:
-                for li, sku in unknown_skus:
-                    self._plan_lines[li].sku = self._intern_sku(sku)
+            if unknown_skus:
+                for li in range(n):
+                    if self._plan_lines[li].sku < 0:
+                        self._plan_lines[li].sku = self._intern_sku(<object>self._plan[li].sku)
             handle = self._append_record(
                 reservation_id, h, channel, ttl_s, now, now + ttl_s, allow_partial,
                 self._plan_lines, n, self._plan_allocs, self._n_plan_allocs,
@@ -1231,11 +1766,13 @@ cdef class FastLedger:
             self._rollback_holds()
             raise
         self._n_plan_allocs = 0
-        self._heap_push(now + ttl_s, handle)
-        return _STATES[RS_HELD]
+        self._heap_push(now + ttl_s, handle, self._head(handle).seq)
+        return None
 
     def commit(self, reservation_id, double now):
         """Turn every held line into a committed order line."""
+        cdef Py_hash_t h = fastledger_hash(reservation_id)
+        cdef int64_t handle
         cdef ResHead* head
         cdef LineRec* line
         cdef AllocRec* allocs
@@ -1244,13 +1781,16 @@ cdef class FastLedger:
         cdef int32_t k, j
         cdef int state
         # Start loading the id's slot before the expiry work that precedes the lookup.
-        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>h) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
-        head = self._head(<uint32_t>self._res_of(reservation_id))
+        handle = self._res_lookup(reservation_id, h)
+        if handle < 0:
+            raise _not_found(reservation_id)
+        head = self._head(<uint32_t>handle)
         state = _aggregate(head)
         if state == RS_COMMITTED or state == RS_FULFILLED:
-            return _STATES[state]  # already done: a replay
+            return _state(state)  # already done: a replay
         if state != RS_HELD:
             raise _illegal(reservation_id, state, None)
         allocs = _allocs_of(head)
@@ -1266,7 +1806,8 @@ cdef class FastLedger:
                     row.reserved -= a.quantity
                     row.committed += a.quantity
                 line.state = RS_COMMITTED
-        return _STATES[_aggregate(head)]
+        self._live_exp[head.seq] = NAN  # nothing held is left to expire
+        return _state(_aggregate(head))
 
     cdef Py_ssize_t _select(self, ResHead* head, object line_indexes) except -1:
         """Validate explicit line indexes into ``_idx_buf`` (given order, repeats kept)."""
@@ -1296,6 +1837,8 @@ cdef class FastLedger:
 
     def release(self, reservation_id, line_indexes, double now):
         """Give back held or committed units, for the whole reservation or some lines."""
+        cdef Py_hash_t h = fastledger_hash(reservation_id)
+        cdef int64_t handle
         cdef Py_ssize_t count, k
         cdef ResHead* head
         cdef LineRec* line
@@ -1306,24 +1849,31 @@ cdef class FastLedger:
         cdef int32_t j
         cdef bint explicit = line_indexes is not None
         # Start loading the id's slot before the expiry work that precedes the lookup.
-        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>h) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
-        head = self._head(<uint32_t>self._res_of(reservation_id))
+        handle = self._res_lookup(reservation_id, h)
+        if handle < 0:
+            raise _not_found(reservation_id)
+        head = self._head(<uint32_t>handle)
         lines = _lines_of(head)
         allocs = _allocs_of(head)
         if not explicit:
             if _aggregate(head) == RS_FULFILLED:
-                raise IllegalTransition(
-                    f"reservation {reservation_id!r} is fulfilled", reason="RESERVATION_FULFILLED"
+                raise _error(
+                    IllegalTransition, f"reservation {reservation_id!r} is fulfilled", "RESERVATION_FULFILLED",
+                    None, None,
                 )
         else:
             count = self._select(head, line_indexes)
             for k in range(count):
                 if lines[self._idx_buf[k]].state == RS_FULFILLED:
-                    raise IllegalTransition(
+                    raise _error(
+                        IllegalTransition,
                         f"line {self._idx_buf[k]} of reservation {reservation_id!r} is fulfilled",
-                        reason="LINE_FULFILLED",
+                        "LINE_FULFILLED",
+                        None,
+                        None,
                     )
             for k in range(count):
                 lines[self._idx_buf[k]].mark = 1
@@ -1353,10 +1903,12 @@ cdef class FastLedger:
             if explicit:
                 for k in range(head.n_lines):
                     lines[k].mark = 0
-        return _STATES[_aggregate(head)]
+            self._set_live(head)
+        return _state(_aggregate(head))
 
-    cdef int _check_shipping(self, ResHead* head, bint explicit) except -1:
-        """Refuse to ship more of a row than is on hand (a recount left a shortage).
+    cdef object _shipping_error(self, ResHead* head, bint explicit):
+        """The error for shipping more of a row than is on hand (a recount left a
+        shortage), or None.
 
         Totals per row over the selected committed lines, checked in first-seen
         order like the reference, so the same row is named when several are short.
@@ -1394,16 +1946,21 @@ cdef class FastLedger:
         for s in range(n_ship):
             row = self._row(ship[s].row)
             if row.on_hand < ship[s].quantity:
-                sku = <object>self._skus[row.sku].name
-                node = self._node_names[row.node]
-                raise StockRejected(
+                sku = <object>self._sku_t.recs[row.sku].name
+                node = self._node_name(row.node)
+                return _error(
+                    StockRejected,
                     f"cannot ship {ship[s].quantity} of {sku}@{node}: only {row.on_hand} on hand",
-                    reason="NEGATIVE_ON_HAND",
+                    "NEGATIVE_ON_HAND",
+                    None,
+                    None,
                 )
-        return 0
+        return None
 
     def fulfill(self, reservation_id, line_indexes, double now):
         """Ship committed lines: the units leave on_hand and committed."""
+        cdef Py_hash_t h = fastledger_hash(reservation_id)
+        cdef int64_t handle
         cdef Py_ssize_t count, k
         cdef ResHead* head
         cdef LineRec* line
@@ -1416,16 +1973,19 @@ cdef class FastLedger:
         cdef str name
         cdef bint explicit = line_indexes is not None
         # Start loading the id's slot before the expiry work that precedes the lookup.
-        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>h) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
-        head = self._head(<uint32_t>self._res_of(reservation_id))
+        handle = self._res_lookup(reservation_id, h)
+        if handle < 0:
+            raise _not_found(reservation_id)
+        head = self._head(<uint32_t>handle)
         lines = _lines_of(head)
         allocs = _allocs_of(head)
         if not explicit:
             state = _aggregate(head)
             if state == RS_FULFILLED:
-                return _STATES[state]
+                return _state(state)
             if state != RS_COMMITTED:
                 raise _illegal(reservation_id, state, "committed")
         else:
@@ -1435,14 +1995,20 @@ cdef class FastLedger:
                 if state == RS_COMMITTED or state == RS_FULFILLED:
                     continue
                 if state == RS_HELD:
-                    raise IllegalTransition(
+                    raise _error(
+                        IllegalTransition,
                         f"line {self._idx_buf[k]} of reservation {reservation_id!r} is not committed",
-                        reason="NOT_COMMITTED",
+                        "NOT_COMMITTED",
+                        None,
+                        None,
                     )
                 name = _STATE_NAMES[state]
-                raise IllegalTransition(
+                raise _error(
+                    IllegalTransition,
                     f"line {self._idx_buf[k]} of reservation {reservation_id!r} is {name.lower()}",
-                    reason=f"LINE_{name}",
+                    f"LINE_{name}",
+                    None,
+                    None,
                 )
             for k in range(count):
                 lines[self._idx_buf[k]].mark = 1
@@ -1450,7 +2016,9 @@ cdef class FastLedger:
             if allocs[j].row >= 0:
                 fastledger_prefetch(self._row(allocs[j].row))
         try:
-            self._check_shipping(head, explicit)
+            error = self._shipping_error(head, explicit)
+            if error is not None:
+                raise error
             for k in range(head.n_lines):
                 line = &lines[k]
                 if (explicit and not line.mark) or line.state != RS_COMMITTED:
@@ -1465,48 +2033,70 @@ cdef class FastLedger:
             if explicit:
                 for k in range(head.n_lines):
                     lines[k].mark = 0
-        return _STATES[_aggregate(head)]
+        return _state(_aggregate(head))
 
     def extend(self, reservation_id, double ttl_s, double now):
         """Move a held reservation's expiry to ``now + ttl_s``; returns the new expiry."""
+        cdef Py_hash_t h = fastledger_hash(reservation_id)
         cdef int64_t handle
         cdef ResHead* head
         cdef int state
         # Start loading the id's slot before the expiry work that precedes the lookup.
-        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>hash(reservation_id)) & self._res_mask])
+        fastledger_prefetch(&self._res_slots[fastledger_fmix(<uint64_t>h) & self._res_mask])
         if self._heap_n and self._heap[0].expires_at <= now:
             self._expire(now, False)
-        handle = self._res_of(reservation_id)
+        handle = self._res_lookup(reservation_id, h)
+        if handle < 0:
+            raise _not_found(reservation_id)
         head = self._head(<uint32_t>handle)
         state = _aggregate(head)
         if state != RS_HELD:
             raise _illegal(reservation_id, state, "held")
         head.expires_at = now + ttl_s
-        # An extend onto an expiry already in the heap leaves a twin entry; the
-        # expiry skips it (``due``), like the reference's ``due_set``.
-        self._heap_push(head.expires_at, <uint32_t>handle)
+        # The old entry goes stale; an extend onto an expiry already in the heap
+        # leaves a twin entry, which the expiry skips once the first is taken.
+        self._live_exp[head.seq] = head.expires_at
+        self._heap_push(head.expires_at, <uint32_t>handle, head.seq)
         return head.expires_at
 
     # ----------------------------------------------------------------- expiry
 
-    cdef int _heap_push(self, double expires_at, uint32_t handle) except -1:
+    cdef int _grow_heap(self) except -1:
+        """Double the heap's room. Entry i lives at 48 + 16 * i bytes past a
+        64-byte boundary, so the four children 4i+1..4i+4 of any entry share one
+        cache line: a 4-ary heap then touches half the lines of a binary one."""
+        cdef Py_ssize_t cap = self._heap_cap * 2 if self._heap_cap else 64
+        cdef size_t size = cap * sizeof(HeapEntry) + 128  # alignment slack: up to 63 + 48 bytes
+        cdef char* block = <char*>PyMem_RawMalloc(size)
+        cdef HeapEntry* heap
+        if block == NULL:
+            raise MemoryError()
+        heap = <HeapEntry*>(((<size_t>block + 63) & ~(<size_t>63)) + 48)
+        if self._heap_n:
+            memcpy(heap, self._heap, self._heap_n * sizeof(HeapEntry))
+        PyMem_RawFree(self._heap_block)
+        self._heap_block = block
+        self._heap = heap
+        self._heap_cap = cap
+        return 0
+
+    cdef int _heap_push(self, double expires_at, uint32_t handle, uint32_t seq) except -1:
         cdef Py_ssize_t i, parent
         cdef HeapEntry* heap
         if self._heap_n >= self._heap_cap:
-            self._heap = <HeapEntry*>_grow(self._heap, &self._heap_cap, self._heap_n + 1, sizeof(HeapEntry))
-            if self._heap_cap * sizeof(HeapEntry) >= HUGE_MIN:
-                fastledger_advise_huge(self._heap, self._heap_cap * sizeof(HeapEntry))
+            self._grow_heap()
         heap = self._heap
         i = self._heap_n
         self._heap_n = i + 1
         while i > 0:
-            parent = (i - 1) >> 1
+            parent = (i - 1) >> 2
             if heap[parent].expires_at <= expires_at:
                 break
             heap[i] = heap[parent]
             i = parent
         heap[i].expires_at = expires_at
         heap[i].res = handle
+        heap[i].seq = seq
         return 0
 
     cdef HeapEntry _heap_pop(self) noexcept nogil:
@@ -1514,20 +2104,23 @@ cdef class FastLedger:
         cdef HeapEntry top = heap[0]
         cdef Py_ssize_t n = self._heap_n - 1
         cdef HeapEntry last = heap[n]
-        cdef Py_ssize_t i = 0, c
+        cdef Py_ssize_t i = 0, c, m, k, end
         self._heap_n = n
         if n == 0:
             return top
         while True:
-            c = 2 * i + 1
+            c = 4 * i + 1
             if c >= n:
                 break
-            if c + 1 < n and heap[c + 1].expires_at < heap[c].expires_at:
-                c += 1
-            if heap[c].expires_at >= last.expires_at:
+            end = c + 4 if c + 4 <= n else n
+            m = c
+            for k in range(c + 1, end):
+                if heap[k].expires_at < heap[m].expires_at:
+                    m = k
+            if heap[m].expires_at >= last.expires_at:
                 break
-            heap[i] = heap[c]
-            i = c
+            heap[i] = heap[m]
+            i = m
         heap[i] = last
         return top
 
@@ -1541,16 +2134,15 @@ cdef class FastLedger:
         cdef AllocRec* a
         cdef Row* row
         cdef int32_t m, q
+        cdef double* live = self._live_exp
         while self._heap_n and self._heap[0].expires_at <= now:
             e = self._heap_pop()
-            head = self._head(e.res)
-            if head.expires_at != e.expires_at:
-                continue  # stale: extended since
-            if head.due or not _any_held(head):
-                # stale: committed, released or expired since, or the twin left
-                # by an extend onto the same expiry (already collected)
+            if live[e.seq] != e.expires_at:
+                # Stale (extended, committed, released or expired since, or the
+                # twin an extend onto the same expiry left): decided without
+                # loading the record, which is cold by now.
                 continue
-            head.due = 1
+            live[e.seq] = NAN  # collected: a twin entry is stale from here on
             if nd >= self._due_cap:
                 self._due = <HeapEntry*>_grow(self._due, &self._due_cap, nd + 1, sizeof(HeapEntry))
             self._due[nd] = e
@@ -1565,14 +2157,17 @@ cdef class FastLedger:
                 while j < nd and self._due[j].expires_at == self._due[i].expires_at:
                     j += 1
                 if j - i > 1:
-                    run = sorted([(<object>self._head(self._due[k].res).id, self._due[k].res) for k in range(i, j)])
+                    run = sorted([
+                        (<object>self._head(self._due[k].res).id, self._due[k].res, self._due[k].seq)
+                        for k in range(i, j)
+                    ])
                     for k in range(j - i):
                         self._due[i + k].res = run[k][1]
+                        self._due[i + k].seq = run[k][2]
                 i = j
         out = [] if want_ids else None
         for k in range(nd):
             head = self._head(self._due[k].res)
-            head.due = 0
             allocs = _allocs_of(head)
             for m in range(head.n_lines):
                 line = &_lines_of(head)[m]
@@ -1600,41 +2195,59 @@ cdef class FastLedger:
         return self._heap[0].expires_at if self._heap_n else None
 
     def get_reservation(self, reservation_id):
-        cdef ResHead* head = self._head(<uint32_t>self._res_of(reservation_id))
+        cdef int64_t handle = self._res_lookup(reservation_id, fastledger_hash(reservation_id))
+        cdef ResHead* head
         cdef LineRec* line
-        cdef AllocRec* a
+        cdef AllocRec* allocs
         cdef int32_t k, j
+        cdef PyObject* v[8]
+        cdef object node, quantity, index, sku, requested, requested_node, allocations, line_state
+        cdef object res_lines, state, allow_partial, ttl_s, created_at, expires_at
+        if handle < 0:
+            raise _not_found(reservation_id)
+        head = self._head(<uint32_t>handle)
+        allocs = _allocs_of(head)
         out_lines = []
         for k in range(head.n_lines):
             line = &_lines_of(head)[k]
-            allocs = []
+            line_allocs = []
             for j in range(line.alloc_first, line.alloc_first + line.alloc_count):
-                a = &_allocs_of(head)[j]
-                allocs.append(Allocation(self._node_names[a.node], a.quantity))
-            out_lines.append(
-                ReservationLine(
-                    index=k,
-                    sku=<object>self._skus[line.sku].name,
-                    requested=line.quantity,
-                    requested_node=None if line.node < 0 else self._node_names[line.node],
-                    allocations=tuple(allocs),
-                    state=_STATES[line.state],
-                )
-            )
-        return Reservation(
-            id=<object>head.id,
-            channel=<object>head.channel,
-            state=_STATES[_aggregate(head)],
-            lines=tuple(out_lines),
-            allow_partial=True if head.allow_partial else False,
-            ttl_s=head.ttl_s,
-            created_at=head.created_at,
-            expires_at=head.expires_at,
-        )
+                node = self._node_name(allocs[j].node)
+                quantity = allocs[j].quantity
+                v[0] = <PyObject*>node
+                v[1] = <PyObject*>quantity
+                line_allocs.append(_build(&_M_ALLOCATION, v))
+            index = k
+            sku = <object>self._sku_t.recs[line.sku].name
+            requested = line.quantity
+            requested_node = None if line.node < 0 else self._node_name(line.node)
+            allocations = tuple(line_allocs)
+            line_state = _state(line.state)
+            v[0] = <PyObject*>index
+            v[1] = <PyObject*>sku
+            v[2] = <PyObject*>requested
+            v[3] = <PyObject*>requested_node
+            v[4] = <PyObject*>allocations
+            v[5] = <PyObject*>line_state
+            out_lines.append(_build(&_M_LINE, v))
+        res_lines = tuple(out_lines)
+        state = _state(_aggregate(head))
+        allow_partial = True if head.allow_partial else False
+        ttl_s = head.ttl_s
+        created_at = head.created_at
+        expires_at = head.expires_at
+        v[0] = head.id
+        v[1] = head.channel
+        v[2] = <PyObject*>state
+        v[3] = <PyObject*>res_lines
+        v[4] = <PyObject*>allow_partial
+        v[5] = <PyObject*>ttl_s
+        v[6] = <PyObject*>created_at
+        v[7] = <PyObject*>expires_at
+        return _build(&_M_RESERVATION, v)
 
     def has_reservation(self, reservation_id):
-        return self._res_lookup(reservation_id, hash(reservation_id)) >= 0
-
+        return self._res_lookup(reservation_id, fastledger_hash(reservation_id)) >= 0
     # ----------------------------------------------------------- availability
 
     def availability(self, skus, channel, nodes, bint per_node):
@@ -1689,7 +2302,7 @@ cdef class FastLedger:
                     r = self._find(s, idxs[k]) if s >= 0 else -1
                     if r < 0:
                         if per_node:
-                            breakdown.append(NodeAvailability(selected[k], 0, 0, 0, 0, 0))
+                            breakdown.append(_node_availability(selected[k], 0, 0, 0, 0, 0))
                         continue
                     row = self._row(r)
                     atp = row.on_hand - row.reserved - row.committed - row.safety
@@ -1698,9 +2311,9 @@ cdef class FastLedger:
                     total += atp
                     if per_node:
                         breakdown.append(
-                            NodeAvailability(selected[k], row.on_hand, row.reserved, row.committed, row.safety, atp)
+                            _node_availability(selected[k], row.on_hand, row.reserved, row.committed, row.safety, atp)
                         )
-                out.append(SkuAvailability(sku, total, tuple(breakdown) if per_node else ()))
+                out.append(_sku_availability(sku, total, tuple(breakdown) if per_node else ()))
             return out
         finally:
             PyMem_RawFree(idxs)
@@ -1712,7 +2325,7 @@ cdef class FastLedger:
         cdef int64_t* held = NULL
         cdef int64_t* committed = NULL
         cdef Py_ssize_t n_rows = self._n_rows
-        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t seq
         cdef int32_t k, j
         cdef ResHead* head
         cdef LineRec* line
@@ -1728,9 +2341,8 @@ cdef class FastLedger:
                 raise MemoryError()
             memset(held, 0, (n_rows if n_rows > 0 else 1) * sizeof(int64_t))
             memset(committed, 0, (n_rows if n_rows > 0 else 1) * sizeof(int64_t))
-            while off < self._arena_len:
-                head = <ResHead*>(self._arena + off)
-                off += _record_size(head)
+            for seq in range(self._n_res):
+                head = self._head(self._res_handle[seq])
                 for k in range(head.n_lines):
                     line = &_lines_of(head)[k]
                     if line.state != RS_HELD and line.state != RS_COMMITTED:
@@ -1744,7 +2356,7 @@ cdef class FastLedger:
                             else:
                                 committed[r] += a.quantity
                         else:
-                            key = (<object>self._skus[line.sku].name, self._node_names[a.node])
+                            key = (<object>self._sku_t.recs[line.sku].name, self._node_name(a.node))
                             sums = missing.setdefault(key, [0, 0])
                             sums[0 if line.state == RS_HELD else 1] += a.quantity
                 if _aggregate(head) == RS_HELD and head.expires_at < now - 1.0:
@@ -1758,7 +2370,7 @@ cdef class FastLedger:
             for r in range(n_rows):
                 row = self._row(r)
                 if row.reserved < 0 or row.committed < 0 or row.reserved != held[r] or row.committed != committed[r]:
-                    bad.append((<object>self._skus[row.sku].name, self._node_names[row.node], row.reserved,
+                    bad.append((<object>self._sku_t.recs[row.sku].name, self._node_name(row.node), row.reserved,
                                 row.committed, held[r], committed[r]))
             for key, sums in missing.items():
                 if sums[0] != 0 or sums[1] != 0:
@@ -1789,7 +2401,7 @@ cdef class FastLedger:
         for r in range(self._n_rows):
             row = self._row(r)
             if row.on_hand < row.reserved + row.committed:
-                keys.append((<object>self._skus[row.sku].name, self._node_names[row.node], r))
+                keys.append((<object>self._sku_t.recs[row.sku].name, self._node_name(row.node), r))
         keys.sort(key=lambda t: (t[0], t[1]))
         return [self._level(sku, node, r) for sku, node, r in keys]
 
@@ -1805,7 +2417,7 @@ cdef class FastLedger:
         keys = []
         for r in range(self._n_rows):
             row = self._row(r)
-            keys.append((<object>self._skus[row.sku].name, self._node_names[row.node], r))
+            keys.append((<object>self._sku_t.recs[row.sku].name, self._node_name(row.node), r))
         keys.sort(key=lambda t: (t[0], t[1]))
         for sku, node, r in keys:
             yield self._level(sku, node, r)
@@ -1820,7 +2432,7 @@ cdef class FastLedger:
         """
         cdef int64_t r
         cdef Row* row
-        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t seq
         cdef int32_t k, j
         cdef ResHead* head
         cdef LineRec* line
@@ -1828,23 +2440,22 @@ cdef class FastLedger:
         rows = []
         for r in range(self._n_rows):
             row = self._row(r)
-            rows.append([<object>self._skus[row.sku].name, self._node_names[row.node], row.on_hand,
+            rows.append([<object>self._sku_t.recs[row.sku].name, self._node_name(row.node), row.on_hand,
                          row.reserved, row.committed, row.safety, row.version])
         reservations = []
-        while off < self._arena_len:
-            head = <ResHead*>(self._arena + off)
-            off += _record_size(head)
+        for seq in range(self._n_res):
+            head = self._head(self._res_handle[seq])
             out_lines = []
             for k in range(head.n_lines):
                 line = &_lines_of(head)[k]
                 allocs = []
                 for j in range(line.alloc_first, line.alloc_first + line.alloc_count):
                     a = &_allocs_of(head)[j]
-                    allocs.append([self._node_names[a.node], a.quantity])
+                    allocs.append([self._node_name(a.node), a.quantity])
                 out_lines.append([
-                    <object>self._skus[line.sku].name,
+                    <object>self._sku_t.recs[line.sku].name,
                     line.quantity,
-                    None if line.node < 0 else self._node_names[line.node],
+                    None if line.node < 0 else self._node_name(line.node),
                     allocs,
                     <int>line.state,
                 ])
@@ -1874,6 +2485,7 @@ cdef class FastLedger:
         cdef Py_ssize_t k, n_allocs
         cdef LineRec* line
         cdef AllocRec* a
+        cdef uint32_t handle
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"unsupported ledger state format {state.get('format')!r}")
         self._free_storage()
@@ -1909,6 +2521,7 @@ cdef class FastLedger:
                 self._plan_lines = <LineRec*>_grow(
                     self._plan_lines, &self._plan_lines_cap, len(spec), sizeof(LineRec)
                 )
+                self._short_alloc = <int64_t*>_realloc(self._short_alloc, self._plan_lines_cap * sizeof(int64_t))
             if n_allocs > self._plan_allocs_cap:
                 self._plan_allocs = <AllocRec*>_grow(
                     self._plan_allocs, &self._plan_allocs_cap, n_allocs, sizeof(AllocRec)
@@ -1930,9 +2543,38 @@ cdef class FastLedger:
                     a.row = <int32_t>self._find(line.sku, a.node)
                     n_allocs += 1
             self._append_record(
-                rid, hash(rid), channel, ttl_s, created_at, expires_at, allow_partial,
+                rid, fastledger_hash(rid), channel, ttl_s, created_at, expires_at, allow_partial,
                 self._plan_lines, len(spec), self._plan_allocs, n_allocs,
             )
         for expires_at, rid in heap_entries:
-            self._heap_push(expires_at, <uint32_t>self._res_lookup(rid, hash(rid)))
+            handle = <uint32_t>self._res_lookup(rid, fastledger_hash(rid))
+            self._heap_push(expires_at, handle, self._head(handle).seq)
         self._events = {e: tuple(fp) for e, fp in state["events"].items()}
+
+
+cdef object _node_availability(object node, int64_t on_hand, int64_t reserved, int64_t committed, int64_t safety,
+                               int64_t atp):
+    cdef PyObject* v[6]
+    cdef object on_hand_obj, reserved_obj, committed_obj, safety_obj, atp_obj
+    on_hand_obj = on_hand
+    reserved_obj = reserved
+    committed_obj = committed
+    safety_obj = safety
+    atp_obj = atp
+    v[0] = <PyObject*>node
+    v[1] = <PyObject*>on_hand_obj
+    v[2] = <PyObject*>reserved_obj
+    v[3] = <PyObject*>committed_obj
+    v[4] = <PyObject*>safety_obj
+    v[5] = <PyObject*>atp_obj
+    return _build(&_M_NODE_AV, v)
+
+
+cdef object _sku_availability(object sku, int64_t atp, tuple nodes):
+    cdef PyObject* v[3]
+    cdef object atp_obj
+    atp_obj = atp
+    v[0] = <PyObject*>sku
+    v[1] = <PyObject*>atp_obj
+    v[2] = <PyObject*>nodes
+    return _build(&_M_SKU_AV, v)

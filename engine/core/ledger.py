@@ -46,7 +46,7 @@ from engine.core.types import (
     aggregate_state,
 )
 
-__all__ = ["PureLedger", "STATE_FORMAT"]
+__all__ = ["MAX_VERSION", "PureLedger", "STATE_FORMAT", "row_violations"]
 
 HELD = ReservationState.HELD
 COMMITTED = ReservationState.COMMITTED
@@ -58,6 +58,27 @@ EXPIRED = ReservationState.EXPIRED
 ON_HAND, RESERVED, COMMITTED_QTY, SAFETY, VERSION = range(5)
 
 STATE_FORMAT = 1
+
+# A row's version is a 64-bit count version (SetStock versions come from int64 fields).
+MAX_VERSION = 2**63 - 1
+_ROW_LIMITS = (
+    ("on_hand", MAX_ON_HAND),
+    ("reserved", MAX_ON_HAND),
+    ("committed", MAX_ON_HAND),
+    ("safety_stock", MAX_ON_HAND),
+    ("version", MAX_VERSION),
+)
+
+
+def row_violations(*values: object) -> tuple[FieldViolation, ...]:
+    """What is wrong with ``set_row``'s counters (on_hand, reserved, committed,
+    safety_stock, version), one violation per field: each must be an int in
+    0..its limit. Shared by both ledgers so they refuse exactly the same rows."""
+    return tuple(
+        FieldViolation(name, f"must be an integer in 0..{limit}, got {value!r}")
+        for (name, limit), value in zip(_ROW_LIMITS, values, strict=True)
+        if not isinstance(value, int) or not 0 <= value <= limit
+    )
 
 
 class _Line:
@@ -236,6 +257,37 @@ class PureLedger:
         self, sku: str, node: str, quantity: int, event_id: str | None, now: float
     ) -> StockChange:
         return self.apply_supply([SupplyOp(SupplyKind.SAFETY, sku, node, quantity, 0, event_id)], now)[0]
+
+    def set_row(
+        self,
+        sku: str,
+        node: str,
+        on_hand: int,
+        reserved: int,
+        committed: int,
+        safety_stock: int,
+        version: int,
+    ) -> None:
+        """Overwrite (or create) the counters of one row with absolute values.
+
+        For a ledger used as an availability view (Redis mode), fed by a change
+        feed of counters: no reservation is involved and nothing expires, and
+        ``availability()`` then sees the row exactly as if supply operations
+        had built it. The node must be defined; every value must be an int in
+        0..its limit (``row_violations``). On a ledger that holds reservations,
+        ``audit()`` reports any difference this makes between ``reserved`` or
+        ``committed`` and the holds.
+        """
+        self._require_node(node)
+        violations = row_violations(on_hand, reserved, committed, safety_stock, version)
+        if violations:
+            raise InvalidArgument(f"counters of {sku}@{node} are out of range", violations)
+        values = [on_hand, reserved, committed, safety_stock, version]
+        row = self._rows.get((sku, node))
+        if row is None:
+            self._rows[(sku, node)] = values
+        else:
+            row[:] = values
 
     def stock(self, sku: str, node: str) -> StockLevel:
         row = self._rows.get((sku, node))

@@ -29,6 +29,16 @@ class Ledger(Protocol):
     def set_safety_stock(
         self, sku: str, node: str, quantity: int, event_id: str | None, now: float
     ) -> StockChange: ...
+    def set_row(
+        self,
+        sku: str,
+        node: str,
+        on_hand: int,
+        reserved: int,
+        committed: int,
+        safety_stock: int,
+        version: int,
+    ) -> None: ...
     def stock(self, sku: str, node: str) -> StockLevel: ...
 
     def reserve(

@@ -7,12 +7,14 @@ and both ledgers report identical values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
 __all__ = [
     "Allocation",
+    "Capability",
     "Channel",
+    "FulfillmentMethod",
     "LineRequest",
     "LineState",
     "Node",
@@ -198,9 +200,58 @@ class SkuAvailability:
     nodes: tuple[NodeAvailability, ...] = ()
 
 
+class Capability(IntFlag):
+    """What a node does for a customer order (a bit set, so one int in C arrays)."""
+
+    NONE = 0
+    SHIP = 1  # parcels to customers (DCs, dropship vendors)
+    PICKUP = 2  # click & collect: the customer picks the order up here
+    SHIP_FROM_STORE = 4  # a store packing parcels for online orders
+
+
+# What a node without explicit capabilities does, by type: a network defined
+# before capabilities existed keeps sourcing the way it did.
+DEFAULT_CAPABILITIES: dict[NodeType, Capability] = {
+    NodeType.DC: Capability.SHIP,
+    NodeType.STORE: Capability.PICKUP | Capability.SHIP_FROM_STORE,
+    NodeType.VENDOR: Capability.SHIP,
+}
+
+
+class FulfillmentMethod(IntEnum):
+    SHIP = 1  # delivered by a carrier; the promise is a delivery date
+    PICKUP = 2  # collected at a store; the promise is a ready-for-pickup time
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A place that holds stock. Later issues add location, calendar and capacity."""
+    """A place that holds stock, with its location, calendar and capabilities.
+
+    Every field has a default, so a node given only an id (and maybe a type)
+    still sources as it did before calendars existed: it works Monday to
+    Friday, takes orders until 14:00 local time and ships the same day.
+
+    Fields after ``time_zone`` are plain JSON values (ints, strings, lists of
+    them) because the embedded store persists nodes field by field as JSON; a
+    list read back from such a file is turned into a tuple on construction.
+
+    - ``capabilities``: None means "by node type" (see DEFAULT_CAPABILITIES).
+    - ``postal_prefix``: the start of the node's postal code; finds its carrier
+      region when ``region`` is not one the carriers know.
+    - ``processing_days``: whole working days between the day an order is
+      released to the node and the day its parcel leaves (0: the same day).
+    - ``pickup_minutes``: time to pick and stage a click & collect order once
+      the store has it.
+    - ``cutoff``: local ``HH:MM``; an order placed later (or on a closed day)
+      is released the next working day.
+    - ``opens_at``: local ``HH:MM``; pickup preparation of orders released on a
+      later day starts then.
+    - ``open_weekdays``: ISO weekdays (1 = Monday .. 7 = Sunday) the node works.
+    - ``holidays``: ISO dates (``YYYY-MM-DD``) the node is closed.
+    - ``daily_capacity``: orders the node can release per day; None = unlimited.
+      The promiser does not count orders itself: the caller says which nodes
+      are full today and their releases roll to the next working day.
+    """
 
     id: str
     type: NodeType = NodeType.STORE
@@ -209,6 +260,31 @@ class Node:
     latitude: float = 0.0
     longitude: float = 0.0
     time_zone: str = "UTC"
+    capabilities: Capability | None = None
+    postal_prefix: str = ""
+    processing_days: int = 0
+    pickup_minutes: int = 120
+    cutoff: str = "14:00"
+    opens_at: str = "09:00"
+    open_weekdays: tuple[int, ...] = (1, 2, 3, 4, 5)
+    holidays: tuple[str, ...] = ()
+    daily_capacity: int | None = None
+
+    def __post_init__(self) -> None:
+        # JSON brings lists and plain ints back; keep the node hashable and equal
+        # to the one that was stored.
+        if type(self.open_weekdays) is not tuple:
+            object.__setattr__(self, "open_weekdays", tuple(self.open_weekdays))
+        if type(self.holidays) is not tuple:
+            object.__setattr__(self, "holidays", tuple(self.holidays))
+        if self.capabilities is not None and type(self.capabilities) is not Capability:
+            object.__setattr__(self, "capabilities", Capability(self.capabilities))
+
+    @property
+    def effective_capabilities(self) -> Capability:
+        if self.capabilities is not None:
+            return self.capabilities
+        return DEFAULT_CAPABILITIES.get(self.type, Capability.NONE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,14 @@ SERVICE_NAMES: tuple[str, ...] = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
+# "/inventory.v1.InventoryService/Reserve"... : every RPC of the engine's own services.
+ENGINE_METHODS: tuple[str, ...] = tuple(
+    f"/{service.full_name}/{method.name}"
+    for module in (inventory_service_pb2, supply_service_pb2, network_service_pb2, admin_service_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+)
+
 
 class EngineServer:
     """The grpc.aio server with everything registered; create it inside the running loop."""
@@ -70,11 +78,18 @@ class EngineServer:
         self.config = config
         self.limiter = AdmissionLimiter(config.max_concurrent_rpcs)
         if interceptors is None:
-            # Request ids outermost, so an admission rejection carries one too.
+            # Imported here, not at the top: the serve --workers supervisor imports
+            # this module and must choose multiprocess metrics before any metric exists.
+            from engine.service.metrics_interceptor import MetricsInterceptor
+
+            # Metrics outermost, so they count what clients got, admission
+            # rejections included; request ids next, so a rejection carries one too.
             interceptors = (
+                MetricsInterceptor(),
                 RequestIdInterceptor(RequestIdGenerator()),
                 AdmissionInterceptor(self.limiter),
             )
+            MetricsInterceptor.declare(ENGINE_METHODS)
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -132,28 +147,56 @@ async def serve(
 
     ``on_bound`` receives the bound port (useful with ``listen`` port 0) just
     before ``started`` is set. The store must be started; it is left open.
+
+    Metrics: with ``config.metrics_port`` the metrics endpoint is bound first (a
+    taken port fails the start before any gRPC traffic is accepted) and closed
+    last; the store sampler (engine/observability/sampler.py) runs meanwhile.
     """
+    from engine.observability import metrics
+    from engine.observability.exposition import MetricsEndpoint, metrics_host
+    from engine.observability.sampler import StoreSampler
+
     stop = stop or asyncio.Event()
-    server = EngineServer(config, store)
-    port = await server.start()
     loop = asyncio.get_running_loop()
+    endpoint = MetricsEndpoint(metrics_host(config), config.metrics_port) if config.metrics_port else None
+    sampler: asyncio.Task[None] | None = None
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Only the main thread may own signal handlers; elsewhere (tests) the
-        # caller stops us through the event.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     try:
-        if on_bound is not None:
-            on_bound(port)
-        if started is not None:
-            started.set()
-        await stop.wait()
+        server = EngineServer(config, store)
+        port = await server.start()
+        ledger = getattr(store, "ledger", None)
+        metrics.set_worker_info(
+            worker=config.worker_index,
+            store=store.kind,
+            ledger=str(getattr(ledger, "implementation", "none")),
+        )
+        audit_interval_s = config.audit_interval_s if config.worker_index == 0 else 0.0
+        sampler = loop.create_task(
+            StoreSampler(store, audit_interval_s=audit_interval_s).run(), name="metrics-sampler"
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Only the main thread may own signal handlers; elsewhere (tests) the
+            # caller stops us through the event.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+        try:
+            if on_bound is not None:
+                on_bound(port)
+            if started is not None:
+                started.set()
+            await stop.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await server.stop()
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await server.stop()
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        if endpoint is not None:
+            endpoint.close()
 
 
 StoreFactory = Callable[[], "Store | Awaitable[Store]"]

@@ -1,0 +1,215 @@
+"""Channel allocation: what share of a node's ATP each sales channel may take.
+
+A rule belongs to one channel and covers one node, every node of a type, or
+every node (most specific wins). Three kinds:
+
+- ``SHARE`` (percent, 0..100): the channel may hold up to that percentage of
+  the node's sellable stock (``on_hand - safety_stock``), rounded down.
+  "Marketplaces get 30% of DC stock."
+- ``CAP`` (units): the channel may hold at most that many units at the node.
+  "The call center never holds more than 5 units of a store's stock."
+- ``PROTECT`` (units, with the channel it protects): the channel may not take
+  the last N units of ATP; they stay for the protected channel. "Web cannot
+  take a store's last 2 units: they are for walk-in POS customers." The
+  protected channel itself has no such rule, so it can sell them.
+
+"Holds" means units of this channel at the node that are reserved or
+committed (``channel_used``): the ledger keeps that counter per (SKU, node,
+channel) so a share is a share of the stock, not of what others left over.
+
+:func:`channel_allowance` is the whole decision, a pure function of integers,
+so the ledgers (pure, Cython via ``engine/_fast/allocation.pxd``, and the
+Redis Lua scripts) all compute the same number.
+
+Invariants (for any counters and any rules), with ``ATP = on_hand - reserved
+- committed - safety_stock``:
+
+1. ``0 <= channel_allowance(...) <= max(ATP, 0)``. A ledger that refuses a
+   take larger than the allowance and applies the check and the take
+   atomically therefore never drives ATP below zero: **the sum of what all
+   channels take from a node never exceeds the node's ATP**, however many
+   channels reserve concurrently and whatever their rules say (even shares
+   adding up to more than 100%, which is allowed: shares overlap, stock does
+   not).
+2. With ``SHARE`` or ``CAP``, ``channel_used`` after an allowed take is at
+   most the channel's quota: no channel exceeds its share.
+3. With ``PROTECT n``, an allowed take leaves ``ATP >= min(n, ATP before)``:
+   the restricted channel never takes the protected units.
+
+What a channel *sees* (its availability) is its allowance; allowances of
+different channels overlap where they share stock, so they are not meant to
+add up to ATP — takes are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+from engine.core.errors import FieldViolation, InvalidArgument
+from engine.core.types import Node, NodeType
+
+__all__ = [
+    "AllocationPolicy",
+    "AllocationRule",
+    "RuleKind",
+    "channel_allowance",
+    "rule_violations",
+]
+
+MAX_UNITS = 1_000_000_000_000
+_CHANNEL = re.compile(r"web|app|pos|callcenter|marketplace:[!-z|~]{1,64}")
+
+
+class RuleKind(IntEnum):
+    """Same numbers as the ``RK_*`` constants of engine/_fast/allocation.pxd."""
+
+    NONE = 0
+    SHARE = 1
+    CAP = 2
+    PROTECT = 3
+
+
+def channel_allowance(
+    on_hand: int,
+    reserved: int,
+    committed: int,
+    safety_stock: int,
+    kind: int,
+    value: int,
+    channel_used: int,
+) -> int:
+    """Units the channel may still take at the node under its rule (see the module doc).
+
+    ``kind``/``value`` come from the channel's rule (``RuleKind.NONE`` and any
+    value when it has none); ``channel_used`` is what the channel already holds
+    there (reserved + committed).
+    """
+    atp = on_hand - reserved - committed - safety_stock
+    if atp <= 0:
+        return 0
+    if kind == RuleKind.SHARE:
+        sellable = on_hand - safety_stock
+        quota = sellable * value // 100 if sellable > 0 else 0
+        room = quota - channel_used
+    elif kind == RuleKind.CAP:
+        room = value - channel_used
+    elif kind == RuleKind.PROTECT:
+        room = atp - value
+    else:
+        return atp
+    if room <= 0:
+        return 0
+    return room if room < atp else atp
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllocationRule:
+    """One channel's rule at one node, a node type, or (neither given) every node."""
+
+    channel: str
+    kind: RuleKind
+    value: int  # percent for SHARE, units for CAP and PROTECT
+    node: str | None = None
+    node_type: NodeType | None = None
+    protects: str | None = None  # PROTECT: the channel the units are kept for (documentation)
+
+    @property
+    def scope(self) -> tuple[str, str | None, NodeType | None]:
+        return (self.channel, self.node, self.node_type)
+
+
+def rule_violations(rules: Iterable[AllocationRule], prefix: str = "rules") -> list[FieldViolation]:
+    v: list[FieldViolation] = []
+    seen: dict[tuple[str, str | None, NodeType | None], int] = {}
+    for i, rule in enumerate(rules):
+        at = f"{prefix}[{i}]"
+        if not isinstance(rule.channel, str) or _CHANNEL.fullmatch(rule.channel) is None:
+            v.append(
+                FieldViolation(f"{at}.channel", "must be web, app, pos, callcenter or marketplace:<name>")
+            )
+        if rule.kind not in (RuleKind.SHARE, RuleKind.CAP, RuleKind.PROTECT):
+            v.append(FieldViolation(f"{at}.kind", "must be SHARE, CAP or PROTECT"))
+        elif rule.kind == RuleKind.SHARE and not (type(rule.value) is int and 0 <= rule.value <= 100):
+            v.append(FieldViolation(f"{at}.value", "a share is a whole percentage 0..100"))
+        elif rule.kind != RuleKind.SHARE and not (type(rule.value) is int and 0 <= rule.value <= MAX_UNITS):
+            v.append(FieldViolation(f"{at}.value", f"must be 0..{MAX_UNITS} units"))
+        if rule.node is not None and rule.node_type is not None:
+            v.append(FieldViolation(at, "give a node or a node type, not both"))
+        if rule.protects is not None:
+            if rule.kind != RuleKind.PROTECT:
+                v.append(FieldViolation(f"{at}.protects", "only a PROTECT rule protects a channel"))
+            elif rule.protects == rule.channel:
+                v.append(FieldViolation(f"{at}.protects", "a channel cannot protect units from itself"))
+        if rule.scope in seen:
+            v.append(FieldViolation(at, f"same channel and scope as {prefix}[{seen[rule.scope]}]"))
+        else:
+            seen[rule.scope] = i
+    return v
+
+
+class AllocationPolicy:
+    """Every channel's rules, resolved per (channel, node): node rule, else node-type rule,
+    else the channel-wide rule, else none (the channel sees the node's whole ATP)."""
+
+    __slots__ = ("_by_node", "_by_type", "_by_channel", "rules")
+
+    def __init__(self, rules: Iterable[AllocationRule] = ()) -> None:
+        self.rules = tuple(rules)
+        v = rule_violations(self.rules)
+        if v:
+            first = v[0]
+            raise InvalidArgument(f"{first.field} {first.description}", tuple(v))
+        self._by_node: dict[tuple[str, str], AllocationRule] = {}
+        self._by_type: dict[tuple[str, NodeType], AllocationRule] = {}
+        self._by_channel: dict[str, AllocationRule] = {}
+        for rule in self.rules:
+            if rule.node is not None:
+                self._by_node[(rule.channel, rule.node)] = rule
+            elif rule.node_type is not None:
+                self._by_type[(rule.channel, rule.node_type)] = rule
+            else:
+                self._by_channel[rule.channel] = rule
+
+    def rule_for(self, channel: str, node: Node) -> AllocationRule | None:
+        rule = self._by_node.get((channel, node.id))
+        if rule is None:
+            rule = self._by_type.get((channel, node.type))
+        if rule is None:
+            rule = self._by_channel.get(channel)
+        return rule
+
+    def allowance(
+        self,
+        channel: str,
+        node: Node,
+        on_hand: int,
+        reserved: int,
+        committed: int,
+        safety_stock: int,
+        channel_used: int = 0,
+    ) -> int:
+        rule = self.rule_for(channel, node)
+        if rule is None:
+            return channel_allowance(on_hand, reserved, committed, safety_stock, RuleKind.NONE, 0, 0)
+        return channel_allowance(
+            on_hand, reserved, committed, safety_stock, rule.kind, rule.value, channel_used
+        )
+
+    def channel_atp(
+        self,
+        channel: str,
+        nodes: Mapping[str, Node],
+        levels: Iterable[tuple[str, int, int, int, int, int]],
+    ) -> dict[str, int]:
+        """ATP by node as the channel may see it, from ``(node, on_hand, reserved,
+        committed, safety_stock, channel_used)`` rows: what the promiser's ATP
+        source should return for this channel."""
+        out: dict[str, int] = {}
+        for node_id, on_hand, reserved, committed, safety, used in levels:
+            q = self.allowance(channel, nodes[node_id], on_hand, reserved, committed, safety, used)
+            if q > 0:
+                out[node_id] = q
+        return out

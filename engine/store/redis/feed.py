@@ -1,0 +1,217 @@
+"""Follow the shards' change feeds into this process's availability view.
+
+Each shard's ``feed`` stream carries the new absolute counters of every row a
+script changed (format in :mod:`engine.store.redis.keys`). The follower keeps
+the last id it applied per shard and reads on from there:
+
+- standalone Redis: one blocking ``XREAD`` over every shard's stream, so a
+  change reaches the view as soon as it is written and an idle follower costs
+  one command per ``block_ms``;
+- Redis Cluster: streams of different slots cannot share one ``XREAD``, so a
+  pipeline of one non-blocking ``XREAD`` per shard every ``interval_s`` (the
+  client splits it per master).
+
+Gaps. Streams are trimmed to about ``feed_maxlen`` entries. Entries are only
+ever trimmed from the head, so entries this follower has not read can only be
+lost if more than ``maxlen`` arrived since its last read, and then its next
+read returns a full batch. A full batch (and, as a backstop, every shard once
+per ``check_every_s``, and every shard after a lost connection) is checked
+with ``XINFO STREAM``: if its oldest entry is newer than our position (or it is
+empty but has had entries added since), entries we never read were trimmed; if
+its last id went backwards, Redis lost data. Either way the shard is resynced
+from its rows, which ``read_shard`` returns together with the feed's last id
+in one atomic script. Entries read again after a resync are harmless: they
+carry absolute values.
+
+The view is marked caught up after a round in which every shard was read to
+its end; while the connection is down it goes stale (and so refuses nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from engine.store.redis.keys import KeySpace
+from engine.store.view import AvailabilityView
+
+__all__ = ["FeedFollower", "Row", "ShardReader"]
+
+log = logging.getLogger("engine.store.redis.feed")
+
+# (sku, node, on_hand, reserved, committed, safety_stock, version)
+Row = tuple[str, str, int, int, int, int, int]
+# read_shard(shard) -> (rows, last feed id at that moment), atomically.
+ShardReader = Callable[[int], Awaitable[tuple[Sequence[Row], str]]]
+
+ZERO_ID = "0-0"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class FeedFollower:
+    def __init__(
+        self,
+        client: Any,
+        keys: KeySpace,
+        view: AvailabilityView,
+        read_shard: ShardReader,
+        *,
+        cluster: bool,
+        batch: int = 1000,
+        block_ms: int = 100,
+        interval_s: float = 0.02,
+        check_every_s: float = 1.0,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._view = view
+        self._read_shard = read_shard
+        self._cluster = cluster
+        self._batch = batch
+        self._block_ms = block_ms
+        self._interval_s = interval_s
+        self._check_every_s = check_every_s
+        self._streams = [keys.feed(k) for k in range(keys.shards)]
+        self._shard_of = {name: k for k, name in enumerate(self._streams)}
+        self._last: list[str] = [ZERO_ID] * keys.shards
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_check = 0.0
+        self.entries_applied = 0
+        self.gaps = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load every shard (so the view starts complete), then follow in the background."""
+        started = time.monotonic()
+        for shard in range(self._keys.shards):
+            await self.resync(shard)
+        self._view.caught_up(started)
+        self._last_check = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="feed-follower")
+
+    async def close(self) -> None:
+        # The flag as well as the cancel: on Python 3.11, redis-py's use of
+        # asyncio.wait_for can swallow a cancellation, and the loop must end anyway.
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+            self._task = None
+
+    async def resync(self, shard: int) -> None:
+        rows, last_id = await self._read_shard(shard)
+        for row in rows:
+            self._view.apply(*row)
+        self._last[shard] = last_id or ZERO_ID
+        self._view.resyncs += 1
+
+    # ------------------------------------------------------------ following
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        check_all = False
+        while not self._closing:
+            try:
+                if check_all:
+                    await self.check_gaps(range(self._keys.shards))
+                    check_all = False
+                    self._last_check = time.monotonic()
+                # Everything acknowledged before this moment is in what the round reads.
+                started = time.monotonic()
+                full = await (self._round_cluster() if self._cluster else self._round_standalone())
+                if full:
+                    await self.check_gaps(full)
+                elif time.monotonic() - self._last_check >= self._check_every_s:
+                    await self.check_gaps(range(self._keys.shards))
+                    self._last_check = time.monotonic()
+                    self._view.caught_up(started)
+                else:
+                    self._view.caught_up(started)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self._closing:
+                    return
+                # Refuse nothing on a view we cannot keep current; look for gaps once back.
+                self._view.mark_stale()
+                check_all = True
+                log.warning("change feed unavailable (%s); retrying in %.2f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _round_standalone(self) -> list[int]:
+        streams = dict(zip(self._streams, self._last, strict=True))
+        reply = await self._client.xread(streams, count=self._batch, block=self._block_ms)
+        return self._apply_reply(reply or [])
+
+    async def _round_cluster(self) -> list[int]:
+        pipe = self._client.pipeline(transaction=False)
+        for name, last in zip(self._streams, self._last, strict=True):
+            pipe.xread({name: last}, count=self._batch)
+        replies = await pipe.execute()
+        full: list[int] = []
+        for reply in replies:
+            full.extend(self._apply_reply(reply or []))
+        if not full:
+            await asyncio.sleep(self._interval_s)
+        return full
+
+    def _apply_reply(self, reply: Any) -> list[int]:
+        """Apply XREAD results; returns the shards whose batch was full (maybe behind)."""
+        full: list[int] = []
+        # redis-py (RESP2, its default) gives [[stream, [(id, {field: value}), ...]], ...].
+        view = self._view
+        for name, entries in reply:
+            shard = self._shard_of[_text(name)]
+            for entry_id, fields in entries:
+                f = {_text(k): _text(v) for k, v in fields.items()}
+                view.apply(
+                    f["sku"], f["node"], int(f["oh"]), int(f["rs"]), int(f["cm"]), int(f["ss"]), int(f["v"])
+                )
+                self._last[shard] = _text(entry_id)
+                self.entries_applied += 1
+            if len(entries) >= self._batch:
+                full.append(shard)
+        return full
+
+    async def check_gaps(self, shards: Sequence[int] | range) -> None:
+        """Resync every listed shard whose stream lost entries we had not read."""
+        pipe = self._client.pipeline(transaction=False)
+        listed = list(shards)
+        for shard in listed:
+            pipe.xinfo_stream(self._streams[shard])
+        infos = await pipe.execute(raise_on_error=False)
+        for shard, info in zip(listed, infos, strict=True):
+            if isinstance(info, Exception):
+                if "no such key" in str(info).lower():
+                    continue  # nothing written to this shard yet
+                raise info
+            ours = _id_tuple(self._last[shard])
+            first = info.get("first-entry")
+            newest = _id_tuple(_text(info.get("last-generated-id", ZERO_ID)))
+            # Trimming (MAXLEN) removes entries from the head and, unlike XDEL,
+            # does not move max-deleted-entry-id; so: entries we never read were
+            # trimmed if the oldest one left is newer than ours, or if none is
+            # left but some were added after ours. A resync that was not needed
+            # costs one read of the shard and changes nothing.
+            trimmed = _id_tuple(_text(first[0])) > ours if first else newest > ours
+            if trimmed or newest < ours:
+                self.gaps += 1
+                log.warning("change feed gap in shard %d; resyncing it", shard)
+                await self.resync(shard)

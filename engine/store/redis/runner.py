@@ -1,0 +1,254 @@
+"""Every script call goes through one runner, which coalesces and pipelines them.
+
+Calls issued during one turn of the event loop are sent as ONE pipeline: the
+first call of a batch schedules the flush with ``loop.call_soon``, so every
+coroutine that runs in the same turn (a burst of concurrent Reserve RPCs, the
+sweeper's call for every shard) joins it. While ``MAX_INFLIGHT`` pipelines are
+awaiting their replies, new calls keep gathering and leave with the next free
+one: under load batches grow instead of connections.
+
+On a Redis Cluster a batch is split per master (by the slot of each call's
+first key; every call's keys share a slot) and the per-master pipelines run
+concurrently, each as a redis-py ``ClusterPipeline`` (which follows MOVED/ASK
+redirections; a redirected command was not executed, so that retry is safe).
+A master that fails fails only the calls sent to it.
+
+``NOSCRIPT`` (Redis restarted without its script cache, ``SCRIPT FLUSH``, a
+failover to a node that never saw ``SCRIPT LOAD``): the runner loads every
+script on every master again and resends the calls that got it, once.
+
+Redis unreachable, timing out, loading, out of memory, a cluster slot not
+served: the call raises :class:`~engine.core.errors.StoreUnavailable`. The
+clients are built without redis-py's automatic retries (see
+``engine.store.redis.connection``): a script whose reply timed out may have
+run, and resending it blindly could apply it twice. Reservations (by id) and
+supply changes with an event id are safe for the *caller* to retry; a supply
+change without an event id is not, and neither is anything the caller cannot
+identify: the error says so in its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from engine.core.errors import StoreUnavailable
+from engine.store.redis.scripts import Script
+
+__all__ = ["MAX_INFLIGHT", "RunnerStats", "ScriptRunner", "unavailable"]
+
+log = logging.getLogger("engine.store.redis")
+
+# Pipelines awaiting replies at once; more calls wait for the next batch.
+MAX_INFLIGHT = 32
+
+Arg = str | int | float
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,  # refused, reset, too many connections, still loading
+    rx.TimeoutError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.ReadOnlyError,  # a failover in progress: this node became a replica
+    rx.OutOfMemoryError,  # scripts are refused before they start (see scripts.py)
+    rx.SlotNotCoveredError,
+    OSError,
+    asyncio.TimeoutError,
+)
+# Server errors without a class of their own in redis-py that mean "not now".
+_UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "OOM")
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable that ``exc`` means, or None if it means something else."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if (
+        isinstance(exc, _UNAVAILABLE)
+        or (isinstance(exc, rx.ResponseError) and str(exc).startswith(_UNAVAILABLE_PREFIXES))
+        # redis-py's word for "no startup node answered" when it (re)reads the topology.
+        or (isinstance(exc, rx.RedisClusterException) and "cannot be connected" in str(exc))
+    ):
+        error = StoreUnavailable(
+            f"Redis is unavailable ({type(exc).__name__}: {exc}); a call that timed out may have "
+            "been applied: retry reservations by their id and supply changes by their event id",
+            reason="STORE_UNAVAILABLE",
+        )
+        error.__cause__ = exc
+        return error
+    return None
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    """Counters for a metrics layer."""
+
+    pipelines: int = 0  # pipelines sent (a Cluster batch counts once per master)
+    calls: int = 0  # script calls sent, resends included
+    last_pipeline_calls: int = 0
+    max_pipeline_calls: int = 0
+    noscript_reloads: int = 0
+    unavailable: int = 0  # calls failed with StoreUnavailable
+
+
+@dataclass(slots=True)
+class _Call:
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Arg]
+    future: asyncio.Future[Any]
+
+
+class ScriptRunner:
+    """Coalesces script calls into pipelines; loads scripts; recovers NOSCRIPT."""
+
+    def __init__(self, client: Redis | RedisCluster, scripts: dict[str, Script]) -> None:
+        self._client = client
+        self._cluster = isinstance(client, RedisCluster)
+        self.scripts = scripts
+        self.stats = RunnerStats()
+        self._pending: list[_Call] = []
+        self._scheduled = False
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._loads = 0  # completed loads: a batch sent before the latest one needs no reload of its own
+
+    async def load(self) -> None:
+        """SCRIPT LOAD every script on the server, or on every master of the Cluster."""
+        try:
+            if isinstance(self._client, RedisCluster):
+                for node in self._client.get_primaries():
+                    for script in self.scripts.values():
+                        await self._client.execute_command("SCRIPT LOAD", script.text, target_nodes=node)
+            else:
+                for script in self.scripts.values():
+                    await self._client.execute_command("SCRIPT LOAD", script.text)
+        except Exception as exc:
+            raise unavailable(exc) or exc from None
+        self._loads += 1
+
+    def call(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
+        """Queue one script call; the future resolves with its reply."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Call(self.scripts[name], keys, args, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending or self._inflight >= MAX_INFLIGHT:
+            return  # the next pipeline to finish flushes what is waiting
+        batch, self._pending = self._pending, []
+        self._inflight += 1
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def close(self) -> None:
+        """Wait for the pipelines in flight (their callers are waiting for them)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for call in self._pending:
+            if not call.future.done():
+                call.future.set_exception(
+                    StoreUnavailable("the Redis store is closed", reason="STORE_NOT_RUNNING")
+                )
+        self._pending = []
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            loads = self._loads
+            results = await self._execute(batch)
+            noscript = [i for i, result in enumerate(results) if isinstance(result, rx.NoScriptError)]
+            if noscript:
+                await self._reload(loads)
+                again = await self._execute([batch[i] for i in noscript])
+                for i, result in zip(noscript, again, strict=True):
+                    results[i] = result
+        except BaseException as exc:
+            for call in batch:
+                self._fail(call, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                self._fail(call, result)
+            elif not call.future.done():
+                call.future.set_result(result)
+
+    def _fail(self, call: _Call, exc: BaseException) -> None:
+        if call.future.done():
+            return  # the caller was cancelled
+        if isinstance(exc, asyncio.CancelledError):
+            error: BaseException = StoreUnavailable("the Redis store is closing", reason="STORE_NOT_RUNNING")
+        else:
+            mapped = unavailable(exc)
+            if mapped is not None:
+                self.stats.unavailable += 1
+            error = mapped or exc
+        call.future.set_exception(error)
+
+    async def _reload(self, loads_before: int) -> None:
+        async with self._reload_lock:
+            if self._loads != loads_before:
+                return  # another batch that got NOSCRIPT reloaded them meanwhile
+            self.stats.noscript_reloads += 1
+            log.warning("Redis answered NOSCRIPT (restarted or flushed?): loading the scripts again")
+            await self.load()
+
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
+        """One pipeline per server; results (or per-call exceptions) in batch order."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return await self._pipeline(client, batch)
+        groups: dict[str, list[int]] = {}
+        for i, call in enumerate(batch):
+            try:
+                node = client.get_node_from_key(call.keys[0])
+            except rx.SlotNotCoveredError:
+                node = None  # let the pipeline find out (and report it)
+            groups.setdefault(node.name if node is not None else "", []).append(i)
+        if len(groups) == 1:
+            return await self._pipeline(client, batch)
+        results: list[Any] = [None] * len(batch)
+        parts = list(groups.values())
+        outcomes = await asyncio.gather(
+            *(self._pipeline(client, [batch[i] for i in part]) for part in parts), return_exceptions=True
+        )
+        for part, outcome in zip(parts, outcomes, strict=True):
+            for position, i in enumerate(part):
+                results[i] = outcome[position] if isinstance(outcome, list) else outcome
+        return results
+
+    async def _pipeline(self, client: Redis | RedisCluster, batch: list[_Call]) -> list[Any]:
+        stats = self.stats
+        stats.pipelines += 1
+        stats.calls += len(batch)
+        stats.last_pipeline_calls = len(batch)
+        if len(batch) > stats.max_pipeline_calls:
+            stats.max_pipeline_calls = len(batch)
+        pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
+        for call in batch:
+            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))

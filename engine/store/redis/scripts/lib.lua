@@ -1,0 +1,498 @@
+-- lib.lua: helpers shared by the scripts; not a script of its own. The loader
+-- (engine/store/redis/scripts.py) puts in front of each script the top-level
+-- definitions below that it uses, directly or through one another, so each
+-- script sent to Redis is one self-contained chunk that creates no closure it
+-- does not need (Redis runs the whole chunk on every call). A definition is a
+-- line starting with `local ` at the margin, with the comments at the margin
+-- just above it; keep helpers in that shape.
+--
+-- Conventions every script follows:
+--   * ARGV[1] is `now` in ms (from the engine's clock; scripts never call TIME),
+--     ARGV[2] the feed's approximate MAXLEN, for the scripts that change rows.
+--   * A shard is named by its `x` key (`<ns>:{tag}:x`); its other keys are built
+--     from that key's prefix below. They carry the same hash tag, so they are in
+--     the slot of the declared key.
+--   * Everything is checked before the first write that belongs to the operation
+--     (Redis does not roll a script back). Expiring the holds due at `now` comes
+--     first and is written even when the operation is then refused, exactly as
+--     the reference ledger does.
+--   * Replies are arrays whose first element is 'OK' or an error code that
+--     engine/store/redis/replies.py turns into the engine's domain error.
+
+local HELD, COMMITTED, FULFILLED, RELEASED, EXPIRED = 1, 2, 3, 4, 5
+
+-- ------------------------------------------------------------------ arguments
+
+local argi = 0
+local function arg()
+  argi = argi + 1
+  return ARGV[argi]
+end
+local function arg_num()
+  return tonumber(arg())
+end
+
+-- ----------------------------------------------------------------------- keys
+-- Mirrors engine/store/redis/keys.py.
+
+local function prefix_of(xkey)
+  return string.sub(xkey, 1, -2) -- '<ns>:{tag}:x' -> '<ns>:{tag}:'
+end
+local function k_sku(p, sku) return p .. 's:' .. sku end
+local function k_skus(p) return p .. 'skus' end
+local function k_sub(p, rid) return p .. 'r:' .. rid end
+local function k_rids(p) return p .. 'rids' end
+local function k_x(p) return p .. 'x' end
+local function k_ev(p) return p .. 'ev' end
+local function k_m(p) return p .. 'm' end
+local function k_feed(p) return p .. 'feed' end
+
+-- -------------------------------------------------------------------- helpers
+
+-- Counters are integers well below 2^53; '%d' never switches to exponent form.
+local function istr(n)
+  return string.format('%d', n)
+end
+
+local function split_tabs(s)
+  local out, i, n = {}, 1, 0
+  while true do
+    local j = string.find(s, '\t', i, true)
+    n = n + 1
+    if not j then
+      out[n] = string.sub(s, i)
+      return out
+    end
+    out[n] = string.sub(s, i, j - 1)
+    i = j + 1
+  end
+end
+
+local function aggregate(states)
+  -- The reservation's state from its lines' (engine.core.types.aggregate_state).
+  local seen = {}
+  for _, st in pairs(states) do seen[st] = true end
+  if seen[HELD] then return HELD end
+  if seen[COMMITTED] then return COMMITTED end
+  if seen[FULFILLED] then return FULFILLED end
+  if seen[EXPIRED] then return EXPIRED end
+  return RELEASED
+end
+
+-- ----------------------------------------------------------------------- rows
+-- Rows are read once into a cache, changed there, and written back by
+-- flush_rows() with one feed entry per changed row. A script that refuses an
+-- operation returns before flushing, so its tentative changes are never written.
+
+local ROW_FIELDS = {':oh', ':rs', ':cm', ':ss', ':v'}
+local rows = {}
+local row_list = {}
+
+local function new_row(p, sku, node, values)
+  local r = {
+    p = p, key = k_sku(p, sku), sku = sku, node = node, exists = values[5] ~= false,
+    oh = tonumber(values[1]) or 0, rs = tonumber(values[2]) or 0, cm = tonumber(values[3]) or 0,
+    ss = tonumber(values[4]) or 0, v = tonumber(values[5]) or 0, create = false,
+  }
+  r.o = {r.oh, r.rs, r.cm, r.ss, r.v}
+  rows[p .. '\t' .. sku .. '\t' .. node] = r
+  row_list[#row_list + 1] = r
+  return r
+end
+
+local function row(p, sku, node)
+  local r = rows[p .. '\t' .. sku .. '\t' .. node]
+  if r then return r end
+  return new_row(p, sku, node, redis.call('HMGET', k_sku(p, sku),
+    node .. ':oh', node .. ':rs', node .. ':cm', node .. ':ss', node .. ':v'))
+end
+
+-- The rows of one SKU at several nodes, with one HMGET per 200 rows not cached
+-- yet (a channel may have thousands of nodes; unpack() takes ~8000 values).
+local function rows_of(p, sku, nodes)
+  local missing = {}
+  for _, node in ipairs(nodes) do
+    if not rows[p .. '\t' .. sku .. '\t' .. node] then missing[#missing + 1] = node end
+  end
+  for first = 1, #missing, 200 do
+    local chunk, fields = {}, {}
+    for i = first, math.min(first + 199, #missing) do
+      local node = missing[i]
+      chunk[#chunk + 1] = node
+      for _, suffix in ipairs(ROW_FIELDS) do fields[#fields + 1] = node .. suffix end
+    end
+    local values = redis.call('HMGET', k_sku(p, sku), unpack(fields))
+    for i, node in ipairs(chunk) do
+      local b = (i - 1) * 5
+      new_row(p, sku, node, {values[b + 1], values[b + 2], values[b + 3], values[b + 4], values[b + 5]})
+    end
+  end
+  local out = {}
+  for i, node in ipairs(nodes) do out[i] = rows[p .. '\t' .. sku .. '\t' .. node] end
+  return out
+end
+
+local function flush_rows(feedmax)
+  for _, r in ipairs(row_list) do
+    local o = r.o
+    local values = {r.oh, r.rs, r.cm, r.ss, r.v}
+    local changed = {}
+    for i = 1, 5 do
+      -- A new row is written whole; an existing one only where it changed.
+      if values[i] ~= o[i] or (not r.exists and r.create) then
+        changed[#changed + 1] = r.node .. ROW_FIELDS[i]
+        changed[#changed + 1] = istr(values[i])
+      end
+    end
+    if #changed > 0 and (r.exists or r.create) then
+      redis.call('HSET', r.key, unpack(changed))
+      if not r.exists then
+        redis.call('SADD', k_skus(r.p), r.sku)
+        r.exists = true
+      end
+      redis.call('XADD', k_feed(r.p), 'MAXLEN', '~', feedmax, '*', 'sku', r.sku, 'node', r.node,
+        'oh', istr(r.oh), 'rs', istr(r.rs), 'cm', istr(r.cm), 'ss', istr(r.ss), 'v', istr(r.v))
+      r.o = values
+    end
+  end
+end
+
+-- Every existing row of one SKU, read whole: {node, on_hand, reserved,
+-- committed, safety, version} each, in field order (audit, resync).
+local function sku_rows(p, sku)
+  local h = redis.call('HGETALL', k_sku(p, sku))
+  local by_node, nodes = {}, {}
+  for i = 1, #h, 2 do
+    -- The suffix is the part after the last ':' (node ids may contain ':').
+    local cut = string.find(h[i], ':[a-z]+$')
+    local node, field = string.sub(h[i], 1, cut - 1), string.sub(h[i], cut + 1)
+    if not by_node[node] then
+      by_node[node] = {}
+      nodes[#nodes + 1] = node
+    end
+    by_node[node][field] = tonumber(h[i + 1])
+  end
+  local out = {}
+  for _, node in ipairs(nodes) do
+    local v = by_node[node]
+    if v.v then out[#out + 1] = {node, v.oh or 0, v.rs or 0, v.cm or 0, v.ss or 0, v.v} end
+  end
+  return out
+end
+
+-- ----------------------------------------------------------- sub-reservations
+
+local function encode_line(l)
+  local parts = {l.sku, istr(l.qty), l.node, istr(l.state)}
+  for _, a in ipairs(l.alloc) do
+    parts[#parts + 1] = a[1]
+    parts[#parts + 1] = istr(a[2])
+  end
+  return table.concat(parts, '\t')
+end
+
+local function decode_line(idx, text)
+  local f = split_tabs(text)
+  local l = {idx = idx, sku = f[1], qty = tonumber(f[2]), node = f[3], state = tonumber(f[4]), alloc = {}}
+  for j = 5, #f, 2 do l.alloc[#l.alloc + 1] = {f[j], tonumber(f[j + 1])} end
+  return l
+end
+
+local function load_sub(p, rid)
+  local h = redis.call('HGETALL', k_sub(p, rid))
+  if #h == 0 then return nil end
+  local s = {p = p, rid = rid, key = k_sub(p, rid), lines = {}, own = ''}
+  for i = 1, #h, 2 do
+    local f = h[i]
+    if string.byte(f, 1) == 76 then -- 'L'
+      s.lines[#s.lines + 1] = decode_line(tonumber(string.sub(f, 2)), h[i + 1])
+    else
+      s[f] = h[i + 1]
+    end
+  end
+  table.sort(s.lines, function(a, b) return a.idx < b.idx end)
+  return s
+end
+
+local function has_held(s)
+  for _, l in ipairs(s.lines) do
+    if l.state == HELD then return true end
+  end
+  return false
+end
+
+-- Writes the given lines of a sub-reservation back.
+local function save_lines(s, lines)
+  if #lines == 0 then return end
+  local args = {}
+  for _, l in ipairs(lines) do
+    args[#args + 1] = 'L' .. l.idx
+    args[#args + 1] = encode_line(l)
+  end
+  redis.call('HSET', s.key, unpack(args))
+end
+
+-- Keeps the sub-reservation in the expiry ZSET exactly while it holds units.
+local function reschedule(s)
+  if has_held(s) then
+    redis.call('ZADD', k_x(s.p), s.xm, s.rid)
+  else
+    redis.call('ZREM', k_x(s.p), s.rid)
+  end
+end
+
+-- Gives back the held units of a sub-reservation and deletes it (compensation,
+-- or a stale sub-reservation of an abandoned attempt).
+local function drop_sub(s)
+  for _, l in ipairs(s.lines) do
+    if l.state == HELD then
+      for _, a in ipairs(l.alloc) do
+        local r = row(s.p, l.sku, a[1])
+        r.rs = r.rs - a[2]
+      end
+    end
+  end
+  redis.call('DEL', s.key)
+  redis.call('SREM', k_rids(s.p), s.rid)
+  redis.call('ZREM', k_x(s.p), s.rid)
+end
+
+local function sub_reply(s)
+  local lines = {}
+  for _, l in ipairs(s.lines) do
+    local al = {}
+    for _, a in ipairs(l.alloc) do
+      al[#al + 1] = a[1]
+      al[#al + 1] = a[2]
+    end
+    lines[#lines + 1] = {l.idx, l.sku, l.qty, l.node, l.state, al}
+  end
+  return {s.ca, s.ea, lines}
+end
+
+-- --------------------------------------------------------------------- expiry
+
+-- Expires the holds of shard p due at `now` (a string in ms, used verbatim as
+-- the ZSET bound); `limit` bounds the work of one sweeper call (nil: all, as a
+-- script must before it decides anything). Row changes go to the row cache;
+-- the caller flushes. Returns rid, expires_at pairs.
+local function expire_shard(p, now, limit)
+  local x = k_x(p)
+  local due
+  if limit then
+    due = redis.call('ZRANGEBYSCORE', x, '-inf', now, 'LIMIT', 0, limit)
+  else
+    due = redis.call('ZRANGEBYSCORE', x, '-inf', now)
+  end
+  if #due == 0 then return due end
+  local out = {}
+  for _, rid in ipairs(due) do
+    local s = load_sub(p, rid)
+    if s then
+      local changed = {}
+      for _, l in ipairs(s.lines) do
+        if l.state == HELD then
+          for _, a in ipairs(l.alloc) do
+            local r = row(p, l.sku, a[1])
+            r.rs = r.rs - a[2]
+          end
+          l.state = EXPIRED
+          changed[#changed + 1] = l
+        end
+      end
+      save_lines(s, changed)
+      out[#out + 1] = rid
+      out[#out + 1] = s.ea
+    end
+  end
+  if limit then
+    redis.call('ZREM', x, unpack(due))
+  else
+    redis.call('ZREMRANGEBYSCORE', x, '-inf', now)
+  end
+  return out
+end
+
+-- ------------------------------------------------------- reservation sourcing
+
+-- The reference ledger's sourcing: the first candidate that covers the whole
+-- line, else greedily across candidates in priority order. Rows are read one
+-- candidate at a time, so the usual case (the first node has the units) reads
+-- one. `taken` holds what earlier lines of the same request took, by row.
+local function source(p, sku, qty, candidates, taken)
+  local free = {}
+  for _, node in ipairs(candidates) do
+    local r = row(p, sku, node)
+    local atp = r.oh - r.rs - r.cm - r.ss - (taken[r] or 0)
+    if atp > 0 then
+      if atp >= qty then return {{node, qty, r}} end
+      free[#free + 1] = {node, atp, r}
+    end
+  end
+  local alloc, remaining = {}, qty
+  for _, f in ipairs(free) do
+    local q = math.min(f[2], remaining)
+    alloc[#alloc + 1] = {f[1], q, f[3]}
+    remaining = remaining - q
+    if remaining == 0 then break end
+  end
+  return alloc
+end
+
+-- Reads the lines of one shard group from ARGV: count, then (index, sku, qty, node)*.
+local function read_lines()
+  local n = arg_num()
+  local lines = {}
+  for i = 1, n do
+    lines[i] = {idx = arg_num(), sku = arg(), qty = arg_num(), node = arg()}
+  end
+  return lines
+end
+
+-- Plans holds for the lines of one shard: allocations and shortfalls, no writes.
+-- Returns whether anything was allocated.
+local function plan_lines(p, lines, eligible, taken, shortfalls)
+  local any = false
+  for _, l in ipairs(lines) do
+    local candidates = eligible
+    if l.node ~= '' then candidates = {l.node} end
+    l.alloc = source(p, l.sku, l.qty, candidates, taken)
+    local allocated = 0
+    for _, a in ipairs(l.alloc) do
+      allocated = allocated + a[2]
+      taken[a[3]] = (taken[a[3]] or 0) + a[2]
+      any = true
+    end
+    if allocated < l.qty then
+      shortfalls[#shortfalls + 1] = {l.idx, l.sku, l.qty, allocated}
+    end
+  end
+  return any
+end
+
+-- Writes a new sub-reservation for planned lines: the holds, the sub, its
+-- expiry entry. Lines with nothing allocated are RELEASED from the start.
+local function create_sub(p, rid, lines, ca, ea, xm, own)
+  local s = {p = p, rid = rid, key = k_sub(p, rid), lines = lines, ca = ca, ea = ea, xm = xm, own = own}
+  local args = {'ca', ca, 'ea', ea, 'xm', xm}
+  if own ~= '' then
+    args[7] = 'own'
+    args[8] = own
+  end
+  for _, l in ipairs(lines) do
+    if #l.alloc > 0 then
+      l.state = HELD
+      for _, a in ipairs(l.alloc) do
+        local r = a[3]
+        r.rs = r.rs + a[2]
+      end
+    else
+      l.state = RELEASED
+    end
+    args[#args + 1] = 'L' .. l.idx
+    args[#args + 1] = encode_line(l)
+  end
+  redis.call('HSET', s.key, unpack(args))
+  redis.call('SADD', k_rids(p), rid)
+  if has_held(s) then redis.call('ZADD', k_x(p), xm, rid) end
+  return s
+end
+
+-- ------------------------------------------------- transitions (by reservation)
+
+-- Common start of commit/release/fulfill/extend/get: expire the groups, load
+-- the reservation's sub-reservations (one per KEYS entry) and the state of
+-- every line: local ones from the subs, the others (lines in other slots of a
+-- Redis Cluster, read by the caller just before) from ARGV.
+-- ARGV after now and feedmax: rid, total line count, foreign count, (index, state)*.
+local function open_reservation(feedmax)
+  local now = ARGV[1]
+  for i = 1, #KEYS do expire_shard(prefix_of(KEYS[i]), now, nil) end
+  flush_rows(feedmax)
+  local rid = arg()
+  local total = arg_num()
+  local states, locals, subs = {}, {}, {}
+  local nforeign = arg_num()
+  for _ = 1, nforeign do
+    local idx = arg_num()
+    states[idx] = arg_num()
+  end
+  for i = 1, #KEYS do
+    local s = load_sub(prefix_of(KEYS[i]), rid)
+    if not s then return nil end
+    subs[#subs + 1] = s
+    for _, l in ipairs(s.lines) do
+      states[l.idx] = l.state
+      locals[l.idx] = {l, s}
+    end
+  end
+  return {rid = rid, total = total, states = states, locals = locals, subs = subs}
+end
+
+local function ok_reply(res)
+  local out = {}
+  for i, s in ipairs(res.subs) do out[i] = sub_reply(s) end
+  return {'OK', out}
+end
+
+-- Line indexes from ARGV: a flag (0: none given = every line), count, indexes.
+local function read_indexes()
+  local given = arg() == '1'
+  local n = arg_num()
+  local idx = {}
+  for i = 1, n do idx[i] = arg_num() end
+  if given then return idx end
+  return nil
+end
+
+-- The reference ledger's _select checks: not empty, every index in range.
+local function check_indexes(res, indexes)
+  if #indexes == 0 then return {'EMPTY_INDEXES'} end
+  for _, i in ipairs(indexes) do
+    if i < 0 or i >= res.total then return {'INDEX_RANGE', i} end
+  end
+  return nil
+end
+
+-- The local lines among `indexes` (each once), in line order.
+local function local_selection(res, indexes)
+  local seen, out = {}, {}
+  for _, i in ipairs(indexes) do
+    if res.locals[i] and not seen[i] then
+      seen[i] = true
+      out[#out + 1] = res.locals[i]
+    end
+  end
+  table.sort(out, function(a, b) return a[1].idx < b[1].idx end)
+  return out
+end
+
+-- Every local line, in line order, optionally only those in given states.
+local function local_lines(res, wanted)
+  local out = {}
+  for _, s in ipairs(res.subs) do
+    for _, l in ipairs(s.lines) do
+      if wanted == nil or wanted[l.state] then out[#out + 1] = {l, s} end
+    end
+  end
+  table.sort(out, function(a, b) return a[1].idx < b[1].idx end)
+  return out
+end
+
+-- Saves the changed lines, grouped by sub-reservation, and reschedules them.
+local function save_changes(changed)
+  local by_sub, order = {}, {}
+  for _, pair in ipairs(changed) do
+    local s = pair[2]
+    if not by_sub[s] then
+      by_sub[s] = {}
+      order[#order + 1] = s
+    end
+    local list = by_sub[s]
+    list[#list + 1] = pair[1]
+  end
+  for _, s in ipairs(order) do
+    save_lines(s, by_sub[s])
+    reschedule(s)
+  end
+end

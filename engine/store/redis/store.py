@@ -1,0 +1,781 @@
+"""RedisStore: the Store port on standalone Redis or a Redis Cluster.
+
+See the package docstring (``engine/store/redis/__init__.py``) for the design,
+``keys.py`` for the data layout and ``crossslot.py`` for operations whose keys
+span Cluster slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from engine.config import RedisStoreConfig
+from engine.core.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NodeNotEligible,
+    OutOfStock,
+    Shortfall,
+    StoreUnavailable,
+    UnknownChannel,
+    UnknownNode,
+)
+from engine.core.types import (
+    MAX_ON_HAND,
+    Channel,
+    Node,
+    NodeAvailability,
+    Reservation,
+    ReserveRequest,
+    SkuAvailability,
+    StockChange,
+    StockLevel,
+    SupplyOp,
+)
+from engine.store.base import AuditReport
+from engine.store.clock import MonotonicClock
+from engine.store.redis import replies
+from engine.store.redis.audit import ShardAudit, build_report
+from engine.store.redis.connection import check_settings, make_client
+from engine.store.redis.crossslot import CrossSlot, StepHook
+from engine.store.redis.feed import FeedFollower
+from engine.store.redis.keys import FORMAT_VERSION, KeySpace
+from engine.store.redis.network import NetworkCopy, encode_channel, encode_node
+from engine.store.redis.plans import Line, ReservationFacts, ReservePlan, ms, seconds
+from engine.store.redis.runner import Arg, RunnerStats, ScriptRunner, unavailable
+from engine.store.redis.scripts import load_scripts
+from engine.store.view import AvailabilityView
+
+__all__ = ["NamespaceMismatch", "RedisStore", "RedisStoreStats"]
+
+log = logging.getLogger("engine.store.redis")
+
+# Facts of this many reservations are cached per process (they never change).
+FACTS_CACHE_SIZE = 100_000
+# SKUs read by one call of rows.lua (a big availability request becomes several
+# calls, pipelined together, so no single script blocks Redis for long).
+ROWS_PER_CALL = 1_000
+# Holds one sweeper call expires at most (it calls again while there are more).
+SWEEP_LIMIT = 1_000
+
+
+class NamespaceMismatch(RuntimeError):
+    """The namespace in Redis was created with another shard count or layout."""
+
+
+@dataclasses.dataclass(slots=True)
+class RedisStoreStats:
+    """Counters for a metrics layer; ``RedisStore.stats`` returns a copy."""
+
+    runner: RunnerStats
+    expired_holds: int = 0  # holds expired by this process's sweeps
+    sweeps: int = 0  # sweeps run by this process (while holding the lease)
+    sweeper_lease: bool = False  # this process is the one sweeping
+    network_reloads: int = 0
+    cross_slot_reserves: int = 0
+
+
+class RedisStore:
+    """The Store port over Redis: every mutation is one Lua script per slot."""
+
+    kind = "redis"
+
+    def __init__(self, config: RedisStoreConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = MonotonicClock(clock)
+        self._keys = KeySpace(config.namespace, config.shards)
+        self._cluster = not config.url
+        self._owner = uuid.uuid4().hex
+        self._feedmax = str(config.feed_maxlen)
+        self._phase = "new"  # new -> starting -> running -> closing -> closed
+        self._client: Redis | RedisCluster | None = None
+        self._runner: ScriptRunner | None = None
+        self._cross: CrossSlot | None = None
+        self._net = NetworkCopy()
+        self._net_lock = asyncio.Lock()
+        self._facts: dict[str, ReservationFacts] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._lease_held = False
+        self._expired_holds = 0
+        self._sweeps = 0
+        self._network_reloads = 0
+        self._cross_slot_reserves = 0
+        # Awaited between the steps of cross-slot operations (failure injection in tests).
+        self.step_hook: StepHook | None = None
+        self.settings_warnings: list[str] = []
+        # The availability view and its feed (config.view); see engine.store.view.
+        self.view: AvailabilityView | None = None
+        self._feed: FeedFollower | None = None
+        # Shard -> when this process's last write there was acknowledged (monotonic).
+        self._wrote_at: dict[int, float] = {}
+        self.sold_out_fast_path_hits = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def keys(self) -> KeySpace:
+        return self._keys
+
+    @property
+    def stats(self) -> RedisStoreStats:
+        runner = self._runner.stats if self._runner is not None else RunnerStats()
+        return RedisStoreStats(
+            runner=dataclasses.replace(runner),
+            expired_holds=self._expired_holds,
+            sweeps=self._sweeps,
+            sweeper_lease=self._lease_held,
+            network_reloads=self._network_reloads,
+            cross_slot_reserves=self._cross_slot_reserves,
+        )
+
+    @property
+    def healthy(self) -> bool:
+        return self._phase == "running"
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The redis-py client (tests, tools); mutate only through the store."""
+        assert self._client is not None, "start() the store first"
+        return self._client
+
+    async def start(self) -> None:
+        """Connect, load the scripts, check the namespace and settings, start sweeping."""
+        if self._phase != "new":
+            raise RuntimeError("RedisStore.start() is called once")
+        self._phase = "starting"
+        try:
+            client = self._client = make_client(self.config)
+            if isinstance(client, RedisCluster):
+                try:
+                    await client.initialize()
+                except Exception as exc:
+                    raise unavailable(exc) or exc from None
+            runner = self._runner = ScriptRunner(client, load_scripts())
+            await runner.load()
+            self._cross = CrossSlot(
+                runner,
+                self._keys,
+                owner=self._owner,
+                feed_maxlen=self.config.feed_maxlen,
+                socket_timeout_s=self.config.socket_timeout_s,
+                hook=lambda: self.step_hook,
+            )
+            shards, layout = await runner.call(
+                "meta", [self._keys.meta], [self.config.shards, FORMAT_VERSION]
+            )
+            if (int(shards), int(layout)) != (self.config.shards, FORMAT_VERSION):
+                raise NamespaceMismatch(
+                    f"namespace {self.config.namespace!r} in Redis has {shards} shards and layout "
+                    f"{layout}; this engine is configured with {self.config.shards} shards and layout "
+                    f"{FORMAT_VERSION}. Use the same shard count (it cannot change) or another namespace."
+                )
+            if self.config.check_settings:
+                self.settings_warnings = await self._guard(check_settings(client))
+            await self._reload_network()
+        except BaseException:
+            await self._disconnect()
+            self._phase = "closed"
+            raise
+        self._phase = "running"
+        if self.config.view:
+            await self._start_view()
+        # Holds that expired while no engine was sweeping return now (if no other
+        # process is the sweeper), before anyone can see them.
+        try:
+            await self._sweep_tick()
+        except StoreUnavailable as exc:
+            log.warning("first expiry sweep skipped: %s", exc)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="redis-store-sweeper")
+
+    async def close(self) -> None:
+        """Stop sweeping (handing the lease over), wait for calls in flight, disconnect."""
+        if self._phase in ("new", "closed"):
+            self._phase = "closed"
+            return
+        if self._phase == "closing":
+            return
+        self._phase = "closing"
+        if self._feed is not None:
+            await self._feed.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            # wait() does not re-raise the sweeper's CancelledError, so a
+            # cancellation of close() itself still propagates.
+            await asyncio.wait({self._sweeper})
+        if self._lease_held and self._runner is not None:
+            # Let another process take over now rather than when the lease lapses.
+            with contextlib.suppress(Exception):
+                await self._runner.call("lease", [self._keys.sweeper], [self._owner, "release", 0])
+            self._lease_held = False
+        await self._disconnect()
+        self._phase = "closed"
+
+    async def _start_view(self) -> None:
+        """Load every shard into a fresh view, then follow the feeds."""
+        view = self.view = AvailabilityView(self.config.view_impl, max_lag_s=self.config.view_max_lag_s)
+        view.set_network(self._net.nodes.values(), self._net.channels.values())
+        self._feed = FeedFollower(self.client, self._keys, view, self.read_shard, cluster=self._cluster)
+        try:
+            await self._feed.start()
+        except BaseException:
+            self._phase = "closing"
+            await self._disconnect()
+            self._phase = "closed"
+            raise
+
+    def _wrote(self, shards: Iterable[int]) -> None:
+        now = time.monotonic()
+        for shard in shards:
+            self._wrote_at[shard] = now
+
+    def _sold_out(self, plan: ReservePlan, request: ReserveRequest) -> tuple[Shortfall, ...] | None:
+        """The sold-out fast path's verdict: shortfalls when the view is sure the reserve fails."""
+        view = self.view
+        if view is None or plan.refusal[0]:
+            return None
+        written = max((self._wrote_at.get(k, -1.0) for k in plan.facts.shards), default=-1.0)
+        if not view.covers(written):
+            return None
+        return view.sold_out_shortfalls(request.channel, request.lines, bool(request.allow_partial))
+
+    async def _disconnect(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    def _check_open(self) -> ScriptRunner:
+        if self._phase != "running" or self._runner is None:
+            raise StoreUnavailable(f"the Redis store is {self._phase}", reason="STORE_NOT_RUNNING")
+        return self._runner
+
+    async def _guard(self, call: Any) -> Any:
+        """Await a plain redis-py call, turning connection trouble into StoreUnavailable."""
+        try:
+            return await call
+        except Exception as exc:
+            raise unavailable(exc) or exc from None
+
+    def _now(self) -> float:
+        return self._clock()
+
+    def _groups(self, shards: Iterable[int]) -> list[list[int]]:
+        """Shards grouped by Cluster slot, in ascending shard order (one group on standalone)."""
+        ordered = sorted(set(shards))
+        if not self._cluster:
+            return [ordered] if ordered else []
+        by_slot: dict[int, list[int]] = {}
+        for shard in ordered:
+            by_slot.setdefault(self._keys.slots[shard], []).append(shard)
+        return list(by_slot.values())
+
+    def _xkeys(self, shards: Sequence[int]) -> list[str]:
+        return [self._keys.expiry(k) for k in shards]
+
+    # -------------------------------------------------------------------- network
+
+    async def _reload_network(self) -> None:
+        async with self._net_lock:
+            raw = await self._guard(self.client.hgetall(self._keys.net))
+            self._net.load(raw)
+            self._network_reloads += 1
+            if self.view is not None:
+                self.view.set_network(self._net.nodes.values(), self._net.channels.values())
+
+    async def _check_network_version(self) -> None:
+        version = await self._guard(self.client.hget(self._keys.net, "ver"))
+        if int(version or 0) != self._net.version:
+            await self._reload_network()
+
+    async def _knows(self, channels: Iterable[str] = (), nodes: Iterable[str] = ()) -> None:
+        """Reload the network copy if it lacks a name, before calling it unknown."""
+        net = self._net
+        if any(c not in net.channels for c in channels) or any(n not in net.nodes for n in nodes):
+            await self._reload_network()
+
+    async def upsert_node(self, node: Node) -> Node:
+        runner = self._check_open()
+        reply = await runner.call("upsert_node", [self._keys.net], [node.id, encode_node(node)])
+        self._adopt_network_change(reply, lambda: self._net.nodes.__setitem__(node.id, node))
+        if self.view is not None:
+            self.view.set_network((node,), ())
+        return node
+
+    async def upsert_channel(self, channel: Channel) -> Channel:
+        runner = self._check_open()
+        reply = await runner.call(
+            "upsert_channel",
+            [self._keys.net],
+            [channel.id, encode_channel(channel), len(channel.nodes), *channel.nodes],
+        )
+        if reply[0] == "UNKNOWN_NODE":
+            raise UnknownNode(reply[2], field=f"nodes[{reply[1]}]")
+        if reply[0] == "DUPLICATE_NODE":
+            node = reply[2]
+            raise InvalidArgument(
+                f"node {node!r} is listed twice",
+                (FieldViolation(f"nodes[{reply[1]}]", f"node {node!r} is listed twice"),),
+            )
+        self._adopt_network_change(reply, lambda: self._net.channels.__setitem__(channel.id, channel))
+        if self.view is not None:
+            self.view.set_network((), (channel,))
+        return channel
+
+    def _adopt_network_change(self, reply: Sequence[Any], apply: Callable[[], None]) -> None:
+        apply()
+        if reply[0] == "OK" and int(reply[1]) == self._net.version + 1:
+            self._net.version += 1  # nobody else changed the network meanwhile
+        # Otherwise the version stays behind and the next check reloads everything.
+
+    async def list_nodes(self) -> list[Node]:
+        self._check_open()
+        await self._reload_network()
+        return [node for _, node in sorted(self._net.nodes.items())]
+
+    async def list_channels(self) -> list[Channel]:
+        self._check_open()
+        await self._reload_network()
+        return [channel for _, channel in sorted(self._net.channels.items())]
+
+    # --------------------------------------------------------------------- supply
+
+    async def apply_supply(self, ops: Sequence[SupplyOp]) -> list[StockChange]:
+        runner = self._check_open()
+        for i, op in enumerate(ops):
+            _check_sku(op.sku, f"changes[{i}].sku")
+        await self._knows(nodes=(op.node for op in ops))
+        by_shard: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            by_shard.setdefault(self._keys.shard_of_sku(op.sku), []).append(i)
+        # Per slot: its shards, the batch indexes of its changes, their arguments.
+        calls: list[tuple[list[int], list[int], list[Arg]]] = []
+        for shards in self._groups(by_shard):
+            position = {shard: n + 1 for n, shard in enumerate(shards)}
+            indexes = sorted(i for shard in shards for i in by_shard[shard])
+            changes: list[Arg] = [len(indexes)]
+            for i in indexes:
+                kind, sku, node, value, version, event_id = ops[i]
+                changes += [
+                    position[self._keys.shard_of_sku(sku)], i, int(kind), sku, node, int(value), int(version),
+                    event_id or "", 1 if node in self._net.nodes else 0,
+                ]  # fmt: skip
+            calls.append((shards, indexes, changes))
+        head: list[Arg] = [ms(self._now()), self._feedmax, MAX_ON_HAND]
+        if len(calls) > 1:
+            assert self._cross is not None
+            try:
+                return await self._cross.supply(ops, head, calls)
+            finally:
+                self._wrote(by_shard)
+        if not calls:
+            return []
+        shards, _, changes = calls[0]
+        reply = await runner.call("supply", self._xkeys(shards), [*head, 0, *changes])
+        self._wrote(shards)
+        if reply[0] != "OK":
+            raise replies.supply_error(reply)
+        return replies.stock_changes([(op.sku, op.node) for op in ops], reply[1])
+
+    async def stock(self, sku: str, node: str) -> StockLevel:
+        self._check_open()
+        _check_sku(sku, "sku")
+        [values] = await self._read_rows([sku], [node])
+        return StockLevel(sku, node, *values)
+
+    async def _read_rows(self, skus: Sequence[str], nodes: Sequence[str]) -> list[list[int]]:
+        """Per unique SKU, its 5 counters at each node, flattened; expires what is due first."""
+        runner = self._check_open()
+        by_shard: dict[int, list[str]] = {}
+        for sku in skus:
+            by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(sku)
+        calls: list[tuple[list[str], asyncio.Future[Any]]] = []
+        head: list[Arg] = [ms(self._now()), self._feedmax, len(nodes), *nodes]
+        for shards in self._groups(by_shard):
+            chunk: list[int] = []
+            size = 0
+            for shard in [*shards, -1]:
+                if shard < 0 or (chunk and size + len(by_shard[shard]) > ROWS_PER_CALL):
+                    args: list[Arg] = list(head)
+                    order: list[str] = []
+                    for k in chunk:
+                        args += [len(by_shard[k]), *by_shard[k]]
+                        order += by_shard[k]
+                    calls.append((order, runner.call("rows", self._xkeys(chunk), args)))
+                    chunk, size = [], 0
+                if shard >= 0:
+                    chunk.append(shard)
+                    size += len(by_shard[shard])
+        found: dict[str, list[int]] = {}
+        for order, future in calls:
+            for sku, values in zip(order, await future, strict=True):
+                found[sku] = values
+        return [found[sku] for sku in skus]
+
+    # --------------------------------------------------------------- reservations
+
+    async def reserve(self, request: ReserveRequest) -> Reservation:
+        runner = self._check_open()
+        rid, channel = request.reservation_id, request.channel
+        if not request.lines:
+            # The edge refuses it too; a reservation of nothing would have no shard to live in.
+            raise InvalidArgument(
+                "lines must not be empty", (FieldViolation("lines", "at least one line is required"),)
+            )
+        for i, line in enumerate(request.lines):
+            _check_sku(line.sku, f"lines[{i}].sku")
+        await self._knows(channels=[channel], nodes=(line.node for line in request.lines if line.node))
+        plan = self._plan(request)
+        facts = plan.facts
+        shortfalls = self._sold_out(plan, request)
+        if shortfalls is not None:
+            dir_key = self._keys.directory(rid)
+            if not int(await runner.call("reservation_exists", [dir_key], [])):
+                # Sold out on a view that has seen every write of ours: no script
+                # on the hot SKU. The existence check keeps replays exact.
+                self.sold_out_fast_path_hits += 1
+                raise OutOfStock(shortfalls)
+        dir_shard = self._keys.shard_of_reservation(rid)
+        if len(plan.groups) == 1 and (
+            not self._cluster or self._keys.slots[dir_shard] == self._keys.slots[plan.groups[0][0]]
+        ):
+            reservation = await self._reserve_in_one_call(runner, plan, dir_shard)
+        else:
+            assert self._cross is not None
+            self._cross_slot_reserves += 1
+            reservation = await self._cross.reserve(plan)
+        self._wrote(facts.shards)
+        self._remember(rid, facts)
+        return reservation
+
+    def _plan(self, request: ReserveRequest) -> ReservePlan:
+        """Everything the reserve scripts need, decided from the request and the network copy."""
+        rid, channel = request.reservation_id, request.channel
+        refusal, eligible = self._reserve_refusal(request)
+        lines_by_shard: dict[int, list[Line]] = {}
+        for i, (sku, quantity, node) in enumerate(request.lines):
+            lines_by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(
+                (i, sku, int(quantity), node or "")
+            )
+        ttl_s = float(request.ttl_s)
+        facts = ReservationFacts(
+            shards=tuple(sorted(lines_by_shard)),
+            channel=channel,
+            ttl_s=ttl_s,
+            allow_partial=bool(request.allow_partial),
+            lines=len(request.lines),
+        )
+        now = self._now()
+        plan = ReservePlan(
+            reservation_id=rid,
+            body=ReservePlan.canonical_body(channel, ttl_s, facts.allow_partial, request.lines),
+            facts=facts,
+            lines_by_shard=lines_by_shard,
+            groups=self._groups(lines_by_shard),
+            eligible=eligible,
+            refusal=refusal,
+            now=now,
+            # Computed as the reference ledger does (now + ttl), before anything is written.
+            expires_at=now + ttl_s,
+        )
+        return plan
+
+    def _reserve_refusal(self, request: ReserveRequest) -> tuple[tuple[str, str, str], tuple[str, ...]]:
+        """The reference ledger's checks after the idempotency check, on the network copy.
+
+        Decided here, applied by the script only when the reservation does not
+        exist yet (a replay succeeds even if the channel changed since).
+        """
+        channel = self._net.channels.get(request.channel)
+        if channel is None:
+            return ("CHANNEL", "", ""), ()
+        eligible = channel.nodes
+        for i, line in enumerate(request.lines):
+            if line.node is not None:
+                if line.node not in self._net.nodes:
+                    return ("UNKNOWN_NODE", line.node, f"lines[{i}].node"), eligible
+                if line.node not in eligible:
+                    return ("NOT_ELIGIBLE", line.node, f"lines[{i}].node"), eligible
+        return ("", "", ""), eligible
+
+    def _reserve_call(self, plan: ReservePlan, dir_shard: int) -> tuple[str, list[str], list[Arg]]:
+        """The one-call reserve script's name, keys and arguments for a single-slot plan."""
+        facts, rid = plan.facts, plan.reservation_id
+        [shards] = plan.groups
+        return (
+            "reserve",
+            [self._keys.directory(rid), self._keys.shard_meta(dir_shard), *self._xkeys(shards)],
+            [
+                ms(plan.now), self._feedmax, rid, plan.body, int(facts.allow_partial),
+                seconds(plan.now), seconds(plan.expires_at), ms(plan.expires_at),
+                ",".join(map(str, facts.shards)), *plan.refusal,
+                len(plan.eligible), *plan.eligible, *plan.group_args(shards),
+            ],
+        )  # fmt: skip
+
+    def reserve_script_call(self, request: ReserveRequest) -> tuple[str, list[str], list[Arg]]:
+        """The exact ``EVALSHA`` (sha, keys, args) ``reserve`` would send on standalone Redis.
+
+        For benchmarks that drive the script without the Python client in the
+        way (``inventory-engine bench redis``). The channel and nodes must be in
+        this process's network copy already.
+        """
+        runner = self._check_open()
+        if self._cluster:
+            raise ValueError("reserve_script_call is for standalone Redis: one script per reservation")
+        plan = self._plan(request)
+        name, keys, args = self._reserve_call(plan, self._keys.shard_of_reservation(request.reservation_id))
+        return runner.scripts[name].sha, keys, args
+
+    async def _reserve_in_one_call(
+        self, runner: ScriptRunner, plan: ReservePlan, dir_shard: int
+    ) -> Reservation:
+        facts, rid = plan.facts, plan.reservation_id
+        reply = await runner.call(*self._reserve_call(plan, dir_shard))
+        if reply[0] != "OK":
+            raise replies.reservation_error(rid, facts.channel, reply)
+        return replies.assemble_reservation(rid, facts.channel, facts.ttl_s, facts.allow_partial, reply[1])
+
+    def _remember(self, rid: str, facts: ReservationFacts) -> None:
+        if rid not in self._facts:
+            if len(self._facts) >= FACTS_CACHE_SIZE:
+                del self._facts[next(iter(self._facts))]  # the oldest
+            self._facts[rid] = facts
+
+    async def _facts_of(self, rid: str) -> ReservationFacts:
+        facts = self._facts.get(rid)
+        if facts is not None:
+            return facts
+        status, shards, body = await self._guard(
+            self.client.hmget(self._keys.directory(rid), ["st", "sh", "b"])
+        )
+        if status != "DONE":
+            # Absent, or a cross-slot attempt never acknowledged.
+            raise replies.not_found(rid)
+        facts = ReservePlan.facts_from_body(body, shards)
+        self._remember(rid, facts)
+        return facts
+
+    async def _by_id(self, op: str, rid: str, extra: Sequence[Arg], now: float | None = None) -> Reservation:
+        runner = self._check_open()
+        facts = await self._facts_of(rid)
+        now = self._now() if now is None else now
+        groups = self._groups(facts.shards)
+        if len(groups) > 1:
+            assert self._cross is not None
+            if op == "get":
+                return await self._cross.read(rid, facts, groups, now)
+            try:
+                return await self._cross.transition(op, rid, facts, groups, now, extra)
+            finally:
+                self._wrote(facts.shards)
+        [shards] = groups
+        reply = await runner.call(
+            op, self._xkeys(shards), [ms(now), self._feedmax, rid, facts.lines, 0, *extra]
+        )
+        if op != "get":
+            self._wrote(facts.shards)
+        if reply[0] != "OK":
+            raise replies.transition_error(rid, reply)
+        return replies.assemble_reservation(rid, facts.channel, facts.ttl_s, facts.allow_partial, reply[1])
+
+    async def commit(self, reservation_id: str) -> Reservation:
+        return await self._by_id("commit", reservation_id, ())
+
+    async def release(self, reservation_id: str, line_indexes: Sequence[int] | None) -> Reservation:
+        return await self._by_id("release", reservation_id, _index_args(line_indexes))
+
+    async def fulfill(self, reservation_id: str, line_indexes: Sequence[int] | None) -> Reservation:
+        return await self._by_id("fulfill", reservation_id, _index_args(line_indexes))
+
+    async def extend(self, reservation_id: str, ttl_s: float) -> Reservation:
+        now = self._now()
+        expires_at = now + float(ttl_s)
+        return await self._by_id("extend", reservation_id, (seconds(expires_at), ms(expires_at)), now)
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        return await self._by_id("get", reservation_id, ())
+
+    # --------------------------------------------------------------- availability
+
+    async def availability(
+        self,
+        skus: Sequence[str],
+        channel: str | None,
+        nodes: Sequence[str] | None,
+        per_node: bool,
+    ) -> list[SkuAvailability]:
+        self._check_open()
+        for i, sku in enumerate(skus):
+            _check_sku(sku, f"skus[{i}]")
+        selected = await self._select_nodes(channel, nodes)
+        unique = list(dict.fromkeys(skus))
+        values = dict(zip(unique, await self._read_rows(unique, selected), strict=True))
+        out: list[SkuAvailability] = []
+        for sku in skus:
+            row = values[sku]
+            total = 0
+            breakdown: list[NodeAvailability] = []
+            for i, node in enumerate(selected):
+                on_hand, reserved, committed, safety = row[5 * i : 5 * i + 4]
+                atp = max(0, on_hand - reserved - committed - safety)
+                total += atp
+                if per_node:
+                    breakdown.append(NodeAvailability(node, on_hand, reserved, committed, safety, atp))
+            out.append(SkuAvailability(sku, total, tuple(breakdown)))
+        return out
+
+    async def _select_nodes(self, channel: str | None, nodes: Sequence[str] | None) -> Sequence[str]:
+        """The reference ledger's node selection, on the network copy."""
+        await self._knows(channels=[channel] if channel is not None else [], nodes=nodes or ())
+        net = self._net
+        eligible: tuple[str, ...] | None = None
+        if channel is not None:
+            found = net.channels.get(channel)
+            if found is None:
+                raise UnknownChannel(channel)
+            eligible = found.nodes
+            if not nodes:
+                return eligible
+        elif not nodes:
+            raise InvalidArgument(
+                "give a channel, nodes, or both",
+                (FieldViolation("channel", "a channel or at least one node is required"),),
+            )
+        seen: set[str] = set()
+        for i, node in enumerate(nodes):
+            if node not in net.nodes:
+                raise UnknownNode(node, field=f"nodes[{i}]")
+            if channel is not None and eligible is not None and node not in eligible:
+                raise NodeNotEligible(node, channel, field=f"nodes[{i}]")
+            if node in seen:
+                raise InvalidArgument(
+                    f"node {node!r} is listed twice",
+                    (FieldViolation(f"nodes[{i}]", f"node {node!r} is listed twice"),),
+                )
+            seen.add(node)
+        return nodes
+
+    async def read_shard(self, shard: int) -> tuple[list[tuple[str, str, int, int, int, int, int]], str]:
+        """Every row of one shard as ``(sku, node, on_hand, reserved, committed,
+        safety_stock, version)``, and the id of the shard's newest feed entry, read
+        atomically: what a feed reader reloads a shard from after a gap, before
+        following the feed after that id."""
+        runner = self._check_open()
+        last_id, flat = await runner.call(
+            "shard_rows", [self._keys.expiry(shard)], [ms(self._now()), self._feedmax]
+        )
+        rows = [
+            (flat[i], flat[i + 1], int(flat[i + 2]), int(flat[i + 3]), int(flat[i + 4]), int(flat[i + 5]),
+             int(flat[i + 6]))
+            for i in range(0, len(flat), 7)
+        ]  # fmt: skip
+        return rows, last_id
+
+    # ---------------------------------------------------------------------- audit
+
+    async def audit(self) -> AuditReport:
+        """The invariants, shard by shard (each read atomically), plus the network.
+
+        Like the embedded store's, it expires nothing first: a hold more than a
+        second past its expiry means no sweeper is doing its job, and that is reported.
+        """
+        runner = self._check_open()
+        now = self._now()
+        futures = [runner.call("audit", [self._keys.expiry(k)], []) for k in range(self._keys.shards)]
+        shards = [ShardAudit.from_reply(await future) for future in futures]
+        await self._reload_network()
+        return build_report(shards, now, self._net)
+
+    # -------------------------------------------------------------------- sweeper
+
+    async def _sweep_loop(self) -> None:
+        interval = self.config.sweep_interval_s
+        task = asyncio.current_task()
+        # The phase test ends the loop even if a cancellation was swallowed on
+        # the way (a client library turning it into a connection error).
+        while self._phase == "running":
+            await asyncio.sleep(interval)
+            try:
+                await self._sweep_tick()
+            except Exception as exc:  # a sweep must never kill the sweeper
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("expiry sweep skipped: %s", exc)
+                else:
+                    log.exception("expiry sweep failed")
+
+    def _lease_ms(self) -> int:
+        # Three ticks of slack before another process takes over: a loop stall
+        # does not make the sweeper change hands (two sweeping at once would be
+        # harmless anyway: expiry is idempotent).
+        return max(1, int(3 * self.config.sweep_interval_s * 1000))
+
+    async def _sweep_tick(self) -> None:
+        runner = self._check_open()
+        await self._check_network_version()
+        held = await runner.call("lease", [self._keys.sweeper], [self._owner, "hold", self._lease_ms()])
+        if held != 1:
+            if self._lease_held:
+                log.info("another engine process sweeps expired holds now")
+            self._lease_held = False
+            return
+        if not self._lease_held:
+            log.info("this engine process sweeps expired holds")
+        self._lease_held = True
+        await self._sweep()
+
+    async def _sweep(self) -> list[str]:
+        runner = self._check_open()
+        now = ms(self._now())
+        expired: dict[str, float] = {}
+        pending = list(range(self._keys.shards))
+        while pending:
+            futures = [
+                (k, runner.call("expire", [self._keys.expiry(k)], [now, self._feedmax, SWEEP_LIMIT]))
+                for k in pending
+            ]
+            pending = []
+            for shard, future in futures:
+                reply = await future
+                for i in range(1, len(reply), 2):
+                    expired[reply[i]] = float(reply[i + 1])
+                if reply[0] == 1:
+                    pending.append(shard)
+        self._sweeps += 1
+        self._expired_holds += len(expired)
+        return [rid for _, rid in sorted((at, rid) for rid, at in expired.items())]
+
+    async def expire_now(self) -> list[str]:
+        """Run one sweep now, lease or not; returns the reservation ids whose holds
+        expired, ordered by (expires_at, id)."""
+        return await self._sweep()
+
+
+def _index_args(line_indexes: Sequence[int] | None) -> list[Arg]:
+    if line_indexes is None:
+        return [0, 0]
+    indexes = [int(i) for i in line_indexes]
+    return [1, len(indexes), *indexes]
+
+
+def _check_sku(sku: str, field: str) -> None:
+    # The edge validation refuses these already. A key's hash tag is its first
+    # {...}, the shard's, so a brace in a SKU would not move the key; it is
+    # refused anyway so that no key ever carries a second tag-like part.
+    if "{" in sku or "}" in sku:
+        raise InvalidArgument(
+            f"{field} must not contain '{{' or '}}'",
+            (FieldViolation(field, "must not contain '{' or '}' (Redis Cluster hash tags)"),),
+        )

@@ -1,0 +1,179 @@
+"""A process-local availability view: (SKU, node) counters copied from the truth.
+
+In Redis mode every engine process keeps one, fed by the store's change feed
+(absolute counter values, so applying an entry twice is harmless). It answers
+availability queries and sourcing reads without a Redis round trip, and lets
+a reserve that is sure to fail be refused without running a script (the
+sold-out fast path). It is never the final check: a reserve that the view lets
+through is decided by the store's atomic script.
+
+The counters live in a ledger (Cython by default) used only through
+``set_row`` and ``availability``, so the view computes availability with exactly
+the code the embedded store uses.
+
+Freshness: the feed follower calls :meth:`caught_up` whenever it has read every
+shard's feed to its end. ``lag_s`` is the time since then, and the view is
+*fresh* while that is at most ``max_lag_s``. A stale view still answers
+availability (its lag is exported), but never refuses a reserve.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from engine.core.errors import Shortfall
+from engine.core.ledger_protocol import Ledger
+from engine.core.types import Channel, LineRequest, Node, NodeAvailability, SkuAvailability
+from engine.ledgers import make_ledger
+
+__all__ = ["AvailabilityView"]
+
+
+class AvailabilityView:
+    def __init__(
+        self,
+        impl: str = "fast",
+        *,
+        max_lag_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ledger: Ledger = make_ledger(impl)
+        self._nodes: set[str] = set()
+        self._channels: dict[str, tuple[str, ...]] = {}
+        self._clock = clock
+        self.max_lag_s = max_lag_s
+        # Never caught up yet: stale until the first complete read of the feed.
+        self._caught_up_at = float("-inf")
+        self.rows_applied = 0
+        self.resyncs = 0
+
+    # ------------------------------------------------------------- feeding
+
+    def set_network(self, nodes: Iterable[Node], channels: Iterable[Channel]) -> None:
+        for node in nodes:
+            self._define_node(node.id)
+        for channel in channels:
+            for node_id in channel.nodes:
+                self._define_node(node_id)
+            self._ledger.define_channel(channel.id, channel.nodes)
+            self._channels[channel.id] = tuple(channel.nodes)
+
+    def _define_node(self, node_id: str) -> None:
+        if node_id not in self._nodes:
+            self._ledger.define_node(node_id)
+            self._nodes.add(node_id)
+
+    def apply(
+        self, sku: str, node: str, on_hand: int, reserved: int, committed: int, safety: int, version: int
+    ) -> None:
+        """One row's new absolute counters, from the feed or a resync."""
+        # The feed can name a node before this process refreshed its network copy.
+        self._define_node(node)
+        self._ledger.set_row(sku, node, on_hand, reserved, committed, safety, version)
+        self.rows_applied += 1
+
+    def caught_up(self, at: float | None = None) -> None:
+        self._caught_up_at = self._clock() if at is None else at
+
+    def mark_stale(self) -> None:
+        """A gap in the feed (or a lost connection): refuse nothing until resynced."""
+        self._caught_up_at = float("-inf")
+
+    # ------------------------------------------------------------- reading
+
+    @property
+    def caught_up_at(self) -> float:
+        return self._caught_up_at
+
+    @property
+    def lag_s(self) -> float:
+        return max(0.0, self._clock() - self._caught_up_at)
+
+    @property
+    def fresh(self) -> bool:
+        return self.lag_s <= self.max_lag_s
+
+    def covers(self, written_at: float) -> bool:
+        """Fresh, and caught up by a read that began after ``written_at``.
+
+        A process records when its own writes were acknowledged; a read of the
+        feed that began later has seen them, so the view never contradicts what
+        this process just told a client (read-your-writes).
+        """
+        return self.fresh and self._caught_up_at > written_at
+
+    def knows_channel(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def availability(
+        self, skus: Sequence[str], channel: str | None, nodes: Sequence[str] | None, per_node: bool
+    ) -> list[SkuAvailability]:
+        return self._ledger.availability(skus, channel, nodes, per_node)
+
+    def sold_out_shortfalls(
+        self, channel: str, lines: Sequence[LineRequest], allow_partial: bool
+    ) -> tuple[Shortfall, ...] | None:
+        """The shortfalls if this reserve is sure to fail on the view's counters, else None.
+
+        "Sure" means the view is fresh, knows the channel and every named node,
+        and shows zero for a line (for an all-or-nothing request) or for every
+        line (for a partial one), with stock on hand that holds, orders or
+        safety stock have taken. It takes lines in order as the ledger does, so
+        two lines of one SKU share its units, and reports every short line with
+        what the view could have given it, as the script would.
+        """
+        eligible = self._channels.get(channel)
+        if eligible is None or not self.fresh:
+            return None
+        taken: dict[tuple[str, str], int] = {}
+        shortfalls: list[Shortfall] = []
+        any_zero = False
+        all_zero = True
+        for index, (sku, quantity, node) in enumerate(lines):
+            if node is not None and (node not in self._nodes or node not in eligible):
+                return None  # let the store raise the precise error
+            candidates = (node,) if node is not None else eligible
+            (level,) = self._ledger.availability([sku], None, candidates, True)
+            free = _source(sku, quantity, level.nodes, taken)
+            if free == 0 and not any(n.on_hand > 0 for n in level.nodes):
+                # No stock seen at all: perhaps a row whose first receipt the
+                # feed has not brought yet. Sold out means units the view saw
+                # being taken; anything else goes to the script.
+                return None
+            if free < quantity:
+                shortfalls.append(Shortfall(index, sku, quantity, free))
+            if free == 0:
+                any_zero = True
+            else:
+                all_zero = False
+        sure = all_zero if allow_partial else any_zero
+        return tuple(shortfalls) if sure else None
+
+
+def _source(
+    sku: str, quantity: int, nodes: Sequence[NodeAvailability], taken: dict[tuple[str, str], int]
+) -> int:
+    """Units the ledger would allocate to this line, with its sourcing rule.
+
+    The same rule as the ledgers' (the first node that covers the whole line,
+    else greedily in priority order), so a later line of the same SKU sees the
+    same leftovers the script would. Records what it takes in ``taken``.
+    """
+    free: list[tuple[str, int]] = []
+    for n in nodes:
+        left = n.atp - taken.get((sku, n.node), 0)
+        if left <= 0:
+            continue
+        if left >= quantity:
+            taken[(sku, n.node)] = taken.get((sku, n.node), 0) + quantity
+            return quantity
+        free.append((n.node, left))
+    granted = 0
+    for node, left in free:
+        grant = min(left, quantity - granted)
+        taken[(sku, node)] = taken.get((sku, node), 0) + grant
+        granted += grant
+        if granted == quantity:
+            break
+    return granted

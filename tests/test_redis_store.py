@@ -1,0 +1,767 @@
+"""What only the Redis store has: scripts, keys, the change feed, expiry by any
+script and by a leased sweeper, coalesced pipelines, the server settings check,
+and the cross-slot protocol of a Redis Cluster (with failures injected between
+its steps).
+
+The behaviour both stores share is in test_store_contract.py; Redis restarts
+and outages in test_redis_durability.py. These tests use the session's Redis
+server and 3-master Cluster (conftest.py), a namespace each; the few that need
+a server of their own (odd settings, one to stop) start it. A fake clock makes
+expiry exact; waits are bounded by hang guards, never asserted on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from store_helpers import (
+    T0,
+    Backing,
+    FakeClock,
+    adjust,
+    backing_for,
+    build_store,
+    req,
+    seed,
+    unique_namespace,
+)
+
+from engine.config import RedisStoreConfig
+from engine.core.errors import InvalidArgument, NotFound, OutOfStock, StockRejected, StoreUnavailable
+from engine.core.types import Channel, Node, NodeType, ReservationState, SupplyKind, SupplyOp
+from engine.redis_launcher import RedisServer
+from engine.store.redis import NamespaceMismatch, RedisStore
+from engine.store.redis.keys import CLUSTER_SLOTS, KeySpace, key_slot, shard_tags
+from engine.store.redis.scripts import SCRIPT_NAMES, load_scripts
+
+HELD = ReservationState.HELD
+COMMITTED = ReservationState.COMMITTED
+EXPIRED = ReservationState.EXPIRED
+REDIS = [pytest.param("redis", marks=pytest.mark.redis), pytest.param("cluster", marks=pytest.mark.redis)]
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "engine" / "store" / "redis" / "scripts"
+HANG_GUARD_S = 30.0
+
+Opener = Callable[..., Awaitable[RedisStore]]
+
+
+class Crash(Exception):
+    """Stands for the engine process dying between two steps."""
+
+
+@pytest.fixture(params=REDIS)
+def backing(request: pytest.FixtureRequest) -> Backing:
+    return backing_for(request.param, request, None)
+
+
+@pytest.fixture
+def cluster_backing(request: pytest.FixtureRequest) -> Backing:
+    return backing_for("cluster", request, None)
+
+
+async def _opener(backing: Backing) -> AsyncIterator[Opener]:
+    opened: list[RedisStore] = []
+
+    async def open_store(*, clock: Callable[[], float] | None = None, **config: Any) -> RedisStore:
+        store = build_store(backing, clock=clock or FakeClock(), **config)
+        assert isinstance(store, RedisStore)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in reversed(opened):
+        await store.close()
+
+
+@pytest_asyncio.fixture
+async def open_store(backing: Backing) -> AsyncIterator[Opener]:
+    """Redis stores (standalone and Cluster) on one namespace, closed at teardown."""
+    async for opener in _opener(backing):
+        yield opener
+
+
+@pytest_asyncio.fixture
+async def open_cluster_store(cluster_backing: Backing) -> AsyncIterator[Opener]:
+    async for opener in _opener(cluster_backing):
+        yield opener
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], what: str) -> None:
+    """Poll ``condition`` (a plain or async predicate); the deadline is a hang guard."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        result = condition()
+        if await result if inspect.isawaitable(result) else result:
+            return
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def rs_is(store: RedisStore, sku: str, node: str, value: int) -> bool:
+    return (await raw_row(store, sku, node))["rs"] == value
+
+
+async def raw_row(store: RedisStore, sku: str, node: str) -> dict[str, int]:
+    """A row as Redis holds it, without running any script (no lazy expiry)."""
+    key = store.keys.sku(store.keys.shard_of_sku(sku), sku)
+    values = await store.client.hmget(key, [f"{node}:{f}" for f in ("oh", "rs", "cm", "ss", "v")])
+    return dict(zip(("oh", "rs", "cm", "ss", "v"), (int(v or 0) for v in values), strict=True))
+
+
+async def no_oversell(store: RedisStore, rows: list[tuple[str, str]]) -> None:
+    for sku, node in rows:
+        row = await raw_row(store, sku, node)
+        assert row["rs"] >= 0 and row["cm"] >= 0, row
+        assert row["rs"] + row["cm"] <= row["oh"], (sku, node, row)
+
+
+def skus_in_distinct_slots(keys: KeySpace, count: int, avoid_slot: int | None = None) -> list[str]:
+    found: list[str] = []
+    slots: set[int] = {avoid_slot} if avoid_slot is not None else set()
+    n = 0
+    while len(found) < count:
+        sku = f"sku-{n}"
+        slot = keys.slots[keys.shard_of_sku(sku)]
+        if slot not in slots:
+            slots.add(slot)
+            found.append(sku)
+        n += 1
+    return found
+
+
+async def take_sweeper_lease(store: RedisStore, owner: str = "another-process", px: int = 3_600_000) -> None:
+    """Make Redis believe another live process sweeps: this store's sweeper stands by."""
+    await store.client.set(store.keys.sweeper, owner, px=px)
+
+
+# ===================================================================== scripts
+
+
+def test_every_script_opens_with_its_contract_and_loads_self_contained() -> None:
+    files = {path.stem for path in SCRIPTS_DIR.glob("*.lua")}
+    assert files == {*SCRIPT_NAMES, "lib"}
+    scripts = load_scripts()
+    for name in SCRIPT_NAMES:
+        source = (SCRIPTS_DIR / f"{name}.lua").read_text()
+        header = "".join(line for line in source.splitlines(keepends=True) if line.startswith("--"))
+        assert source.startswith(f"-- {name}.lua: "), name
+        for word in ("KEYS", "ARGV" if name != "audit" else "flags", "Returns"):
+            assert word in header, (name, word)
+        text = scripts[name].text
+        # The shebang makes Redis refuse a writing script up front when out of
+        # memory, instead of failing it half-way.
+        assert text.splitlines()[0] == ("#!lua flags=no-writes" if name == "audit" else "#!lua"), name
+        assert len(scripts[name].sha) == 40
+    assert len({s.sha for s in scripts.values()}) == len(SCRIPT_NAMES)
+
+
+def test_each_script_carries_only_the_helpers_it_uses() -> None:
+    scripts = load_scripts()
+    # get.lua loads sub-reservations: load_sub needs decode_line, which needs split_tabs.
+    for helper in ("local function load_sub", "local function decode_line", "local function split_tabs"):
+        assert helper in scripts["get"].text
+    assert "local function source" not in scripts["get"].text  # sourcing is the reserve scripts'
+    assert "local function source" in scripts["reserve"].text
+    assert "local function" not in scripts["meta"].text
+
+
+def test_shard_tags_spread_shards_evenly_over_the_slot_range() -> None:
+    for shards in (1, 3, 7, 256, 1024):
+        tags = shard_tags(shards)
+        assert len(set(tags)) == shards
+        for k, tag in enumerate(tags):
+            assert "{" not in tag and "}" not in tag
+            assert k * CLUSTER_SLOTS // shards <= key_slot(tag) < (k + 1) * CLUSTER_SLOTS // shards
+    # Three masters with the ranges redis-cli --cluster create gives them.
+    counts = [0, 0, 0]
+    for tag in shard_tags(256):
+        counts[min(key_slot(tag) * 3 // CLUSTER_SLOTS, 2)] += 1
+    assert max(counts) - min(counts) <= 1, counts
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_cluster_serves_every_shard_from_the_master_owning_its_band(
+    open_cluster_store: Opener,
+) -> None:
+    store = await open_cluster_store()
+    per_master: dict[str, int] = {}
+    for k in range(store.keys.shards):
+        node = store.client.get_node_from_key(store.keys.expiry(k))
+        assert node is not None
+        per_master[node.name] = per_master.get(node.name, 0) + 1
+    assert sorted(per_master.values()) == [85, 85, 86]
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_noscript_after_a_script_flush_reloads_and_retries(open_store: Opener) -> None:
+    store = await open_store()
+    await seed(store)
+    client = store.client
+    if store.config.cluster_nodes:
+        for node in client.get_primaries():  # type: ignore[union-attr]
+            await client.execute_command("SCRIPT FLUSH", target_nodes=node)
+    else:
+        await client.script_flush()
+    held = await store.reserve(req("after-flush", ("sku-a", 2), ("sku-b", 1)))
+    assert held.state == HELD
+    assert store.stats.runner.noscript_reloads == 1
+    assert (await store.commit("after-flush")).state == COMMITTED
+    assert store.stats.runner.noscript_reloads == 1  # loaded once, everywhere
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_keys_py_names_exactly_what_the_scripts_write(open_store: Opener) -> None:
+    clock = FakeClock()
+    store = await open_store(clock=clock)
+    await seed(store)
+    res = await store.reserve(req("r1", ("sku-a", 3)))
+    keys, client = store.keys, store.client
+    shard = keys.shard_of_sku("sku-a")
+    assert await client.hget(keys.sku(shard, "sku-a"), "dc1:rs") == "3"
+    assert await client.sismember(keys.skus(shard), "sku-a")
+    assert await client.sismember(keys.rids(shard), "r1")
+    assert await client.hget(keys.sub(shard, "r1"), "ca") == repr(res.created_at)
+    assert await client.zscore(keys.expiry(shard), "r1") == res.expires_at * 1000
+    assert await client.hget(keys.events(shard), "r1") == "1\tsku-a\tdc1\t10\t0"
+    assert await client.xlen(keys.feed(shard)) >= 2
+    assert await client.hget(keys.directory("r1"), "st") == "DONE"
+    assert await client.hget(keys.shard_meta(keys.shard_of_reservation("r1")), "done") == "1"
+    assert await client.hget(keys.net, "n:dc1")
+    assert await client.hgetall(keys.meta) == {"shards": "256", "format": "1"}
+    assert await client.get(keys.sweeper)
+    # Every key of the shard carries the shard's hash tag.
+    tag = "{" + keys.tags[shard] + "}"
+    for key in (keys.sku(shard, "sku-a"), keys.sub(shard, "r1"), keys.expiry(shard), keys.feed(shard)):
+        assert key.startswith(f"{keys.namespace}:{tag}:")
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_namespace_keeps_its_shard_count(open_store: Opener) -> None:
+    first = await open_store(shards=16)
+    await first.close()
+    with pytest.raises(NamespaceMismatch, match="16 shards"):
+        await open_store(shards=32)
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_skus_with_braces_are_refused(open_store: Opener) -> None:
+    store = await open_store()
+    await seed(store)
+    with pytest.raises(InvalidArgument) as info:
+        await store.reserve(req("r", ("sku-a", 1), ("x{1}", 1)))
+    assert info.value.violations[0].field == "lines[1].sku"
+    with pytest.raises(InvalidArgument):
+        await store.apply_supply([adjust("{x}", "dc1", 1)])
+    with pytest.raises(InvalidArgument):
+        await store.availability(["a}"], "web", None, False)
+
+
+# ===================================================================== the feed
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_the_feed_has_one_entry_per_changed_row_with_absolute_values(open_store: Opener) -> None:
+    store = await open_store()
+    await seed(store)
+    keys, client = store.keys, store.client
+    feed = keys.feed(keys.shard_of_sku("sku-a"))
+
+    async def entries_since(last: str) -> list[dict[str, str]]:
+        return [fields for _, fields in await client.xrange(feed, min=f"({last}")]
+
+    [(start, _)] = await client.xrevrange(feed, count=1)
+    await store.reserve(req("r", ("sku-a", 12)))
+    entries = await entries_since(start)
+    assert [e for e in entries if e["sku"] == "sku-a"] == [
+        {"sku": "sku-a", "node": "dc1", "oh": "10", "rs": "10", "cm": "0", "ss": "0", "v": "0"},
+        {"sku": "sku-a", "node": "dc2", "oh": "10", "rs": "2", "cm": "0", "ss": "0", "v": "0"},
+    ]
+    [(start, _)] = await client.xrevrange(feed, count=1)
+    await store.reserve(req("r", ("sku-a", 12)))  # a replay changes no row
+    await store.apply_supply([adjust("sku-a", "dc1", 10, "r1")])  # a duplicate event neither
+    assert await entries_since(start) == []
+    await store.commit("r")
+    await store.apply_supply([SupplyOp(SupplyKind.SET, "sku-a", "dc2", 7, 4, None)])
+    assert [(e["node"], e["oh"], e["rs"], e["cm"], e["v"]) for e in await entries_since(start)] == [
+        ("dc1", "10", "0", "10", "0"),
+        ("dc2", "10", "0", "2", "0"),
+        ("dc2", "7", "0", "2", "4"),
+    ]
+    rows, last_id = await store.read_shard(keys.shard_of_sku("sku-a"))
+    [(newest, _)] = await client.xrevrange(feed, count=1)
+    assert last_id == newest
+    assert sorted(row for row in rows if row[0] == "sku-a") == [
+        ("sku-a", "dc1", 10, 0, 10, 0, 0),
+        ("sku-a", "dc2", 7, 0, 2, 0, 4),
+    ]
+
+
+# ====================================================================== expiry
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_any_script_on_the_shard_expires_its_due_holds_first(open_store: Opener) -> None:
+    clock = FakeClock(T0)
+    store = await open_store(clock=clock)
+    await take_sweeper_lease(store)  # nobody sweeps: only scripts touching the shard expire
+    await until(lambda: not store.stats.sweeper_lease, "the store to see the lease taken")
+    await seed(store)
+    await store.reserve(req("first", ("sku-a", 20), ttl=10.0))
+    clock.now = T0 + 11.0
+    assert (await raw_row(store, "sku-a", "dc1"))["rs"] == 10  # still held in Redis
+    # Another reservation's script finds the units back, because it expires first.
+    second = await store.reserve(req("second", ("sku-a", 20), ttl=10.0))
+    assert second.state == HELD
+    assert (await store.get_reservation("first")).state == EXPIRED
+    assert (await store.audit()).ok
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_one_process_sweeps_and_another_takes_over_when_it_stops(open_store: Opener) -> None:
+    clock = FakeClock(T0)
+    a = await open_store(clock=clock, sweep_interval_s=0.05)
+    b = await open_store(clock=clock, sweep_interval_s=0.05)
+    assert a.stats.sweeper_lease and not b.stats.sweeper_lease  # a started first and took it
+    await seed(a)
+    await a.reserve(req("r", ("sku-a", 5), ttl=10.0))
+    await a.close()  # hands the lease over
+    await until(lambda: b.stats.sweeper_lease, "b to take the lease over")
+
+    # A holder that dies keeps the lease until it lapses; then b takes it again.
+    await take_sweeper_lease(b, owner="crashed-process", px=200)
+    await until(lambda: not b.stats.sweeper_lease, "b to see the lease taken")
+    await until(lambda: b.stats.sweeper_lease, "b to take the lapsed lease")
+    clock.now = T0 + 11.0
+    await until(lambda: b.stats.expired_holds == 1, "b's sweeper to expire the hold")
+    assert await rs_is(b, "sku-a", "dc1", 0)
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_close_stops_the_sweeper_even_when_its_cancellation_is_lost(open_store: Opener) -> None:
+    """Python 3.11's asyncio.wait_for, which redis-py awaits around every socket
+    write, can swallow a cancellation; the sweeper then kept looping and
+    close() waited for it forever."""
+    store = await open_store(sweep_interval_s=0.01)
+    inside = asyncio.Event()
+
+    async def swallows_cancellation() -> None:
+        inside.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+    store._check_network_version = swallows_cancellation  # type: ignore[method-assign]
+    await inside.wait()
+    closing = asyncio.ensure_future(store.close())
+    done, _ = await asyncio.wait({closing}, timeout=HANG_GUARD_S)  # waits without cancelling
+    if not done:
+        store._sweeper.cancel()  # type: ignore[union-attr]  # unstick it for the teardown
+        await closing
+    assert done, "close() kept waiting for a sweeper that never stops"
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_expire_now_returns_what_it_expired_in_expiry_order(open_store: Opener) -> None:
+    clock = FakeClock(T0)
+    store = await open_store(clock=clock, sweep_interval_s=1.0)
+    await take_sweeper_lease(store)
+    await seed(store)
+    await store.reserve(req("b", ("sku-a", 1), ttl=10.0))
+    await store.reserve(req("a", ("sku-b", 1), ttl=10.0))
+    await store.reserve(req("early", ("sku-a", 1), ttl=5.0))
+    await store.reserve(req("late", ("sku-a", 1), ttl=50.0))
+    assert await store.expire_now() == []
+    clock.now = T0 + 10.0
+    assert await store.expire_now() == ["early", "a", "b"]
+
+
+# ================================================================== pipelining
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_calls_made_in_one_loop_turn_go_out_as_one_pipeline_per_master(open_store: Opener) -> None:
+    store = await open_store()
+    await take_sweeper_lease(store)  # no sweeper calls in the middle
+    await until(lambda: not store.stats.sweeper_lease, "the sweeper to stand by")
+    await seed(store)
+    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    shard = store.keys.shard_of_sku("sku-z")
+    # Reservation ids whose directory is in sku-z's slot: each reserve is one script call.
+    rids = [
+        f"r{i}"
+        for i in range(2_000)
+        if store.keys.slots[store.keys.shard_of_reservation(f"r{i}")] == store.keys.slots[shard]
+    ]
+    rids = rids[:50] if store.config.cluster_nodes else [f"r{i}" for i in range(200)]
+    before = store.stats.runner
+    results = await asyncio.gather(*(store.reserve(req(rid, ("sku-z", 1))) for rid in rids))
+    after = store.stats.runner
+    assert all(r.state == HELD for r in results)
+    assert after.calls - before.calls == len(rids)
+    assert after.pipelines - before.pipelines == 1
+    assert after.last_pipeline_calls == len(rids)
+    assert (await raw_row(store, "sku-z", "dc1"))["rs"] == len(rids)
+
+
+# ===================================================================== settings
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_risky_redis_settings_are_reported_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    risky = {"appendonly": "no", "appendfsync": "no", "maxmemory-policy": "allkeys-lru"}
+    with RedisServer(tmp_path / "risky", extra_config=risky) as server:
+        config = RedisStoreConfig(url=server.url, namespace=unique_namespace())
+        store = RedisStore(config, clock=FakeClock())
+        with caplog.at_level(logging.WARNING, logger="engine.store.redis"):
+            await store.start()
+        await store.close()
+        warned = [r.getMessage() for r in caplog.records if r.name == "engine.store.redis"]
+        for setting in ("maxmemory-policy is 'allkeys-lru'", "appendonly is 'no'", "appendfsync is 'no'"):
+            assert any(setting in message for message in warned), (setting, warned)
+        assert store.settings_warnings == warned
+
+        caplog.clear()
+        quiet = RedisStore(
+            RedisStoreConfig(url=server.url, namespace=unique_namespace(), check_settings=False),
+            clock=FakeClock(),
+        )
+        await quiet.start()
+        await quiet.close()
+        assert not [
+            r for r in caplog.records if r.name == "engine.store.redis" and r.levelno >= logging.WARNING
+        ]
+
+    caplog.clear()
+    with RedisServer(tmp_path / "no-config", extra_config={"rename-command": 'CONFIG ""'}) as server:
+        store = RedisStore(RedisStoreConfig(url=server.url, namespace=unique_namespace()), clock=FakeClock())
+        with caplog.at_level(logging.WARNING, logger="engine.store.redis"):
+            await store.start()
+        await store.close()
+        assert len(store.settings_warnings) == 3
+        assert all("could not check" in message for message in store.settings_warnings)
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_good_settings_give_no_warning(open_store: Opener) -> None:
+    store = await open_store()  # the launcher's servers run with noeviction and AOF
+    assert store.settings_warnings == []
+
+
+# ================================================================= unavailable
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_an_unreachable_redis_fails_calls_and_writes_nothing(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", appendfsync="always") as server:
+        config = RedisStoreConfig(url=server.url, namespace=unique_namespace(), socket_timeout_s=1.0)
+        store = RedisStore(config, clock=FakeClock())
+        await store.start()
+        try:
+            await seed(store)
+            await store.reserve(req("before", ("sku-a", 2)))
+            server.stop()
+            calls: list[Callable[[], Awaitable[Any]]] = [
+                lambda: store.reserve(req("during", ("sku-a", 3))),
+                lambda: store.commit("before"),
+                lambda: store.apply_supply([adjust("sku-a", "dc1", 5, "late-receipt")]),
+                lambda: store.stock("sku-a", "dc1"),
+                lambda: store.upsert_node(Node("dc9", NodeType.DC)),
+            ]
+            for call in calls:
+                with pytest.raises(StoreUnavailable):
+                    await call()
+            server.restart()
+            assert (await store.get_reservation("before")).state == HELD
+            with pytest.raises(NotFound):
+                await store.get_reservation("during")
+            level = await store.stock("sku-a", "dc1")
+            assert (level.on_hand, level.reserved) == (10, 2)
+            # The retries, with the same ids, take effect exactly once.
+            assert (await store.reserve(req("during", ("sku-a", 3)))).state == HELD
+            assert not (await store.apply_supply([adjust("sku-a", "dc1", 5, "late-receipt")]))[0].duplicate
+            assert (await store.apply_supply([adjust("sku-a", "dc1", 5, "late-receipt")]))[0].duplicate
+            assert (await store.audit()).ok
+        finally:
+            await store.close()
+        # Nothing listens any more: starting fails as unavailable, not with a stack of redis-py errors.
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await RedisStore(config, clock=FakeClock()).start()
+        cluster = RedisStoreConfig(cluster_nodes=(server.address,), socket_timeout_s=1.0)
+        with pytest.raises(StoreUnavailable):
+            await RedisStore(cluster, clock=FakeClock()).start()
+
+
+# ========================================================== the Redis Cluster
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_reservation_across_slots_that_crashes_between_slots(open_cluster_store: Opener) -> None:
+    """The process dies after one slot's holds and before the next slot's: no
+    unit is oversold at any moment, the orphaned holds expire by their TTL,
+    the audit stays clean, and a retry with the same id completes it."""
+    clock = FakeClock(T0)
+    store = await open_cluster_store(clock=clock, sweep_interval_s=0.05)
+    other = await open_cluster_store(clock=clock, sweep_interval_s=0.05)  # another engine process
+    keys = store.keys
+    rid = "cart-1"
+    sku_x, sku_y = skus_in_distinct_slots(keys, 2, avoid_slot=keys.slots[keys.shard_of_reservation(rid)])
+    await store.upsert_node(Node("dc1", NodeType.DC))
+    await store.upsert_channel(Channel("web", ("dc1",)))
+    await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
+    rows = [(sku_x, "dc1"), (sku_y, "dc1")]
+
+    steps: list[tuple[str, int]] = []
+
+    async def crash_at_second_slot(step: str, shard: int) -> None:
+        steps.append((step, shard))
+        if len(steps) == 2:
+            raise Crash
+
+    store.step_hook = crash_at_second_slot
+    with pytest.raises(Crash):
+        await store.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=30.0))
+    store.step_hook = None
+    held = [(await raw_row(store, sku, "dc1"))["rs"] for sku in (sku_x, sku_y)]
+    assert sorted(held) == [0, 3]  # one slot held, the other never ran
+    await no_oversell(store, rows)
+    with pytest.raises(NotFound):  # never acknowledged
+        await store.get_reservation(rid)
+    # The orphaned hold is a hold like any other: nobody can take those units.
+    short_sku = sku_x if held[0] else sku_y
+    with pytest.raises(OutOfStock) as info:
+        await other.reserve(req("cart-2", (short_sku, 3)))
+    assert info.value.shortfalls[0].available == 2
+    await no_oversell(store, rows)
+    assert (await store.audit()).ok
+
+    # Past the TTL the sweeper gives the units back, without anyone touching the SKU.
+    clock.now = T0 + 31.0
+    await until(lambda: rs_is(store, short_sku, "dc1", 0), "the orphaned hold to expire")
+    assert (await store.audit()).ok
+
+    # The retry with the same id: a fresh attempt, complete.
+    retried = await store.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=30.0))
+    assert retried.state == HELD and [line.allocated for line in retried.lines] == [3, 3]
+    assert await store.get_reservation(rid) == retried
+    assert await other.get_reservation(rid) == retried
+    assert [(await raw_row(store, sku, "dc1"))["rs"] for sku in (sku_x, sku_y)] == [3, 3]
+    assert (await store.audit()).ok
+    assert (await store.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=30.0))) == retried  # a replay
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_another_process_resumes_a_crashed_reservation_after_the_owners_lease(
+    open_cluster_store: Opener,
+) -> None:
+    clock = FakeClock(T0)
+    store = await open_cluster_store(clock=clock)
+    other = await open_cluster_store(clock=clock)
+    keys = store.keys
+    rid = "cart-9"
+    sku_x, sku_y = skus_in_distinct_slots(keys, 2, avoid_slot=keys.slots[keys.shard_of_reservation(rid)])
+    await store.upsert_node(Node("dc1", NodeType.DC))
+    await store.upsert_channel(Channel("web", ("dc1",)))
+    await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
+
+    calls = 0
+
+    async def crash_at_second_slot(step: str, shard: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Crash
+
+    store.step_hook = crash_at_second_slot
+    with pytest.raises(Crash):
+        await store.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=600.0))
+    # The owner's lease is live: another process is told to retry later.
+    with pytest.raises(StoreUnavailable) as busy:
+        await other.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=600.0))
+    assert busy.value.reason == "RESERVATION_IN_PROGRESS"
+    # Once it lapses (the owner is dead), it takes the attempt over and adopts the live hold.
+    clock.now = T0 + 60.0
+    resumed = await other.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=600.0))
+    assert resumed.state == HELD
+    assert (resumed.created_at, resumed.expires_at) == (T0, T0 + 600.0)  # the attempt's own times
+    assert [(await raw_row(store, sku, "dc1"))["rs"] for sku in (sku_x, sku_y)] == [3, 3]
+    assert (await store.audit()).ok
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_reservation_across_slots_short_in_one_slot_holds_nothing(open_cluster_store: Opener) -> None:
+    store = await open_cluster_store()
+    keys = store.keys
+    sku_x, sku_y, sku_z = skus_in_distinct_slots(keys, 3)
+    await store.upsert_node(Node("dc1", NodeType.DC))
+    await store.upsert_channel(Channel("web", ("dc1",)))
+    await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 1)])
+    with pytest.raises(OutOfStock) as info:
+        await store.reserve(req("r", (sku_x, 2), (sku_y, 2), (sku_z, 1)))
+    assert [(s.line_index, s.requested, s.available) for s in info.value.shortfalls] == [(1, 2, 1), (2, 1, 0)]
+    assert [(await raw_row(store, sku, "dc1"))["rs"] for sku in (sku_x, sku_y)] == [0, 0]
+    assert not await store.client.exists(keys.directory("r"))
+    with pytest.raises(NotFound):
+        await store.get_reservation("r")
+    # Partial: what each slot can give, but nothing at all is still out of stock.
+    partial = await store.reserve(req("p", (sku_x, 2), (sku_y, 2), (sku_z, 1), allow_partial=True))
+    assert [line.allocated for line in partial.lines] == [2, 1, 0]
+    with pytest.raises(OutOfStock):
+        await store.reserve(req("none", (sku_z, 1), (sku_z + "-other", 1), allow_partial=True))
+    assert not await store.client.exists(keys.directory("none"))
+    assert (await store.audit()).ok
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_commit_across_slots_interrupted_between_slots_completes_on_retry(
+    open_cluster_store: Opener,
+) -> None:
+    store = await open_cluster_store()
+    keys = store.keys
+    sku_x, sku_y = skus_in_distinct_slots(keys, 2)
+    await store.upsert_node(Node("dc1", NodeType.DC))
+    await store.upsert_channel(Channel("web", ("dc1",)))
+    await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
+    await store.reserve(req("r", (sku_x, 2), (sku_y, 3)))
+
+    calls = 0
+
+    async def crash_at_second_slot(step: str, shard: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Crash
+
+    store.step_hook = crash_at_second_slot
+    with pytest.raises(Crash):
+        await store.commit("r")
+    store.step_hook = None
+    half = await store.get_reservation("r")
+    assert sorted(line.state for line in half.lines) == [HELD, COMMITTED]
+    assert half.state == HELD  # still committable
+    assert (await store.audit()).ok
+    done = await store.commit("r")
+    assert [line.state for line in done.lines] == [COMMITTED, COMMITTED]
+    assert [(await raw_row(store, sku, "dc1"))["cm"] for sku in (sku_x, sku_y)] == [2, 3]
+    released = await store.release("r", [1])
+    assert [line.state for line in released.lines] == [COMMITTED, ReservationState.RELEASED]
+    shipped = await store.fulfill("r", None)
+    assert shipped.state == ReservationState.FULFILLED
+    assert (await raw_row(store, sku_x, "dc1"))["oh"] == 3
+    assert (await store.audit()).ok
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_supply_batch_across_slots_is_checked_everywhere_before_any_write(
+    open_cluster_store: Opener,
+) -> None:
+    store = await open_cluster_store()
+    sku_x, sku_y = skus_in_distinct_slots(store.keys, 2)
+    await store.upsert_node(Node("dc1", NodeType.DC))
+    await store.apply_supply([adjust(sku_x, "dc1", 5)])
+    with pytest.raises(StockRejected) as info:
+        await store.apply_supply([adjust(sku_x, "dc1", 1), adjust(sku_y, "dc1", -1)])
+    assert info.value.reason == "NEGATIVE_ON_HAND"
+    assert (await raw_row(store, sku_x, "dc1"))["oh"] == 5
+    changes = await store.apply_supply([adjust(sku_y, "dc1", 2, "e1"), adjust(sku_x, "dc1", 1, "e2")])
+    assert [(c.level.sku, c.level.on_hand) for c in changes] == [(sku_y, 2), (sku_x, 6)]
+
+
+# ================================================================= concurrency
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_two_processes_racing_for_fifty_units_hold_exactly_fifty(open_store: Opener) -> None:
+    clock = FakeClock()
+    a = await open_store(clock=clock)
+    b = await open_store(clock=clock)
+    await seed(a)
+    await a.apply_supply([adjust("hot", "dc1", 50)])
+
+    async def buy(i: int) -> bool:
+        store = a if i % 2 else b
+        try:
+            await store.reserve(req(f"buyer-{i}", ("hot", 1)))
+        except OutOfStock:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(buy(i) for i in range(200)))
+    assert sum(outcomes) == 50
+    assert (await raw_row(a, "hot", "dc1"))["rs"] == 50
+    assert (await a.audit()).ok
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_racing_reservations_across_slots_never_oversell(open_cluster_store: Opener) -> None:
+    clock = FakeClock()
+    a = await open_cluster_store(clock=clock)
+    b = await open_cluster_store(clock=clock)
+    sku_x, sku_y = skus_in_distinct_slots(a.keys, 2)
+    await a.upsert_node(Node("dc1", NodeType.DC))
+    await a.upsert_channel(Channel("web", ("dc1",)))
+    await a.apply_supply([adjust(sku_x, "dc1", 25), adjust(sku_y, "dc1", 25)])
+
+    async def buy(i: int) -> bool:
+        store = a if i % 2 else b
+        try:
+            await store.reserve(req(f"pair-{i}", (sku_x, 1), (sku_y, 1)))
+        except OutOfStock:
+            return False
+        return True
+
+    succeeded = sum(await asyncio.gather(*(buy(i) for i in range(100))))
+    assert 0 < succeeded <= 25
+    for sku in (sku_x, sku_y):
+        assert (await raw_row(a, sku, "dc1"))["rs"] == succeeded  # compensation left nothing behind
+    report = await a.audit()
+    assert report.ok, report.violations
+    assert report.reservations == succeeded
+
+
+def test_store_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        RedisStoreConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        RedisStoreConfig(url="redis://h:1", cluster_nodes=("h:2",))
+    with pytest.raises(ValueError, match="namespace"):
+        RedisStoreConfig(url="redis://h:1", namespace="a{b}")
+    with pytest.raises(ValueError, match="shards"):
+        RedisStoreConfig(url="redis://h:1", shards=0)
+    with pytest.raises(ValueError, match="sweep_interval_s"):
+        RedisStoreConfig(url="redis://h:1", sweep_interval_s=2.0)
+    with pytest.raises(ValueError, match="host:port"):
+        RedisStoreConfig(cluster_nodes=("nohost",))
+    assert re.fullmatch(r"[a-z]+", RedisStore.kind)

@@ -1,0 +1,142 @@
+"""The per-process availability view on Redis: the change feed, gaps, and the sold-out fast path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from store_helpers import Backing, adjust, backing_for, build_store, close_stores, req, seed, store_params
+
+from engine.core.errors import OutOfStock
+from engine.core.types import ReservationState
+from engine.store.redis import RedisStore
+
+pytestmark = [pytest.mark.asyncio]
+
+Opener = Callable[..., Awaitable[RedisStore]]
+
+
+@pytest.fixture(params=store_params("redis", "cluster"))
+def backing(request: pytest.FixtureRequest) -> Backing:
+    return backing_for(request.param, request, None)
+
+
+@pytest_asyncio.fixture
+async def open_store(backing: Backing) -> AsyncIterator[Opener]:
+    opened: list[Any] = []
+
+    async def make(**config: Any) -> RedisStore:
+        store = build_store(backing, **config)
+        assert isinstance(store, RedisStore)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield make
+    await close_stores(opened)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "the view did not catch up"
+        await asyncio.sleep(0.01)
+
+
+async def caught_up_after_now(store: RedisStore) -> None:
+    """Until a read of the feed that began after this moment has completed."""
+    assert store.view is not None
+    view, now = store.view, time.monotonic()
+
+    async def check() -> bool:
+        return view.caught_up_at > now
+
+    await eventually(check)
+
+
+async def view_matches_store(store: RedisStore, skus: list[str], channel: str = "web") -> bool:
+    assert store.view is not None
+    truth = await store.availability(skus, channel, None, True)
+    return store.view.availability(skus, channel, None, True) == truth
+
+
+async def test_the_view_follows_writes_of_every_process(open_store: Opener) -> None:
+    store = await open_store()
+    other = await open_store()  # another engine process on the same Redis
+    await seed(other)
+    await other.reserve(req("cart-1", ("sku-a", 4)))
+    await eventually(lambda: view_matches_store(store, ["sku-a", "sku-b"]))
+    assert store.view is not None
+    (level,) = store.view.availability(["sku-a"], "web", None, False)
+    assert level.atp == 16
+
+
+async def test_sold_out_is_answered_from_the_view_and_replays_stay_exact(open_store: Opener) -> None:
+    store = await open_store()
+    await seed(store)  # sku-b: 3 units at dc1
+    held = await store.reserve(req("cart-1", ("sku-b", 3)))
+    assert store.view is not None
+    await eventually(lambda: view_matches_store(store, ["sku-b"]))
+    await caught_up_after_now(store)
+
+    with pytest.raises(OutOfStock) as info:
+        await store.reserve(req("cart-2", ("sku-b", 1)))
+    assert [(s.line_index, s.sku, s.requested, s.available) for s in info.value.shortfalls] == [
+        (0, "sku-b", 1, 0)
+    ]
+    assert store.sold_out_fast_path_hits == 1
+    # A replay of the reservation that got the units is not refused by the view.
+    replay = await store.reserve(req("cart-1", ("sku-b", 3)))
+    assert replay == held
+    assert store.sold_out_fast_path_hits == 1
+    # The fast path wrote nothing: the row is as the one hold left it.
+    level = await store.stock("sku-b", "dc1")
+    assert (level.on_hand, level.reserved) == (3, 3)
+
+
+async def test_the_view_never_contradicts_this_process_own_writes(open_store: Opener) -> None:
+    store = await open_store()
+    await seed(store)
+    await store.reserve(req("cart-1", ("sku-b", 3)))
+    await eventually(lambda: view_matches_store(store, ["sku-b"]))
+    await caught_up_after_now(store)
+    # A receipt, then at once a reserve: the view has not seen the receipt yet,
+    # but it knows this process wrote after its last read, so the script decides.
+    await store.apply_supply([adjust("sku-b", "dc1", 2)])
+    got = await store.reserve(req("cart-2", ("sku-b", 2)))
+    assert got.state == ReservationState.HELD
+    assert store.sold_out_fast_path_hits == 0
+
+
+async def test_a_stale_view_refuses_nothing(open_store: Opener) -> None:
+    store = await open_store(view_max_lag_s=0.05)
+    await seed(store)
+    await store.reserve(req("cart-1", ("sku-b", 3)))
+    await eventually(lambda: view_matches_store(store, ["sku-b"]))
+    assert store.view is not None
+    store.view.mark_stale()
+    with pytest.raises(OutOfStock):
+        await store.reserve(req("cart-2", ("sku-b", 1)))
+    # Refused by the script, which had to run: the view was not trusted.
+    assert store.sold_out_fast_path_hits == 0
+
+
+async def test_a_gap_in_the_feed_is_found_and_the_shard_resynced(open_store: Opener) -> None:
+    store = await open_store()
+    await seed(store)
+    await eventually(lambda: view_matches_store(store, ["sku-a", "sku-b"]))
+    feed = store._feed
+    assert feed is not None and store.view is not None
+    await feed.close()  # this process stops reading...
+    await store.apply_supply([adjust("sku-a", "dc1", 5), adjust("sku-b", "dc1", 7)])
+    for shard in {store.keys.shard_of_sku(s) for s in ("sku-a", "sku-b")}:
+        # ...and the feed is trimmed past what it read (as MAXLEN does under load).
+        await store.client.xtrim(store.keys.feed(shard), maxlen=0, approximate=False)
+    assert not await view_matches_store(store, ["sku-a", "sku-b"])
+    await feed.check_gaps(range(store.keys.shards))
+    assert feed.gaps >= 1
+    assert await view_matches_store(store, ["sku-a", "sku-b"])
