@@ -7,8 +7,9 @@ PIP ?= $(PYTHON) -m pip
 install:
 	$(PIP) install -e '.[test]'
 
-# Debian's redis-server and redis-tools: the suite starts real Redis servers and
-# a Redis Cluster. Installs them when missing (as root, with apt-get); quiet otherwise.
+# Debian's redis-server, redis-tools and prometheus: the suite starts real Redis
+# servers, a Redis Cluster and a Prometheus. Installs them when missing (as root,
+# with apt-get); quiet otherwise.
 system-deps:
 	sh tools/ensure_system_deps.sh
 
@@ -26,6 +27,9 @@ typecheck:
 bench:
 	inventory-engine bench core --json
 	inventory-engine bench grpc --json
+	inventory-engine bench promise --json
+	inventory-engine bench redis --json
+	inventory-engine bench flash-sale --json
 
 protos:
 	$(PYTHON) tools/gen_protos.py

@@ -72,7 +72,7 @@ class RedisStoreConfig:
     view: bool = True
     # The view refuses a reserve only while it caught up with Redis this recently.
     view_max_lag_s: float = 0.5
-    view_impl: str = "pure"
+    view_impl: str = "fast"
 
     def __post_init__(self) -> None:
         if (self.url is None) == (not self.cluster_nodes):

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Make sure the system packages the test suite needs are installed: Debian's
 # redis-server and redis-tools (the tests start their own Redis servers and a
-# Redis Cluster; the redis-py client alone is not enough).
+# Redis Cluster; the redis-py client alone is not enough) and prometheus (its
+# promtool checks the alert rules, and one test scrapes a real engine).
 #
 # Idempotent and silent when everything is there. When something is missing it
 # installs it with apt-get if it can (root, apt-get present), and otherwise says
@@ -32,7 +33,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 echo "ensure_system_deps: installing $missing" >&2
-# Only the binaries are wanted: the tests start Redis themselves on free ports.
+# Only the binaries are wanted: the tests start Redis and Prometheus themselves on free ports.
 # A policy-rc.d that says "no" keeps the package from starting (and leaving
 # running) a system Redis on port 6379; an existing one is left as it is.
 policy=/usr/sbin/policy-rc.d

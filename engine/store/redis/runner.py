@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from engine.core.errors import StoreUnavailable
+from engine.observability import metrics
 from engine.store.redis.scripts import Script
 
 __all__ = ["MAX_INFLIGHT", "RunnerStats", "ScriptRunner", "unavailable"]
@@ -251,4 +253,18 @@ class ScriptRunner:
         pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
         for call in batch:
             pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
-        return list(await pipe.execute(raise_on_error=False))
+        metrics.observe_pipeline(len(batch))
+        started = time.perf_counter()
+        try:
+            results = list(await pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            for call in batch:
+                metrics.record_redis_error(call.script.name, exc)
+            raise
+        # The pipeline's round trip is each script's latency as its caller saw it.
+        elapsed = time.perf_counter() - started
+        for call, result in zip(batch, results, strict=True):
+            metrics.observe_redis_script(call.script.name, elapsed)
+            if isinstance(result, Exception):
+                metrics.record_redis_error(call.script.name, result)
+        return results

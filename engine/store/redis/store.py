@@ -42,6 +42,7 @@ from engine.core.types import (
     StockLevel,
     SupplyOp,
 )
+from engine.observability import metrics
 from engine.store.base import AuditReport
 from engine.store.clock import MonotonicClock
 from engine.store.redis import replies
@@ -444,6 +445,7 @@ class RedisStore:
                 # Sold out on a view that has seen every write of ours: no script
                 # on the hot SKU. The existence check keeps replays exact.
                 self.sold_out_fast_path_hits += 1
+                metrics.record_sold_out_fast_path(channel)
                 raise OutOfStock(shortfalls)
         dir_shard = self._keys.shard_of_reservation(rid)
         if len(plan.groups) == 1 and (
