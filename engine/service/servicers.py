@@ -43,6 +43,7 @@ from engine.core.validation import (
     validate_reserve,
     validate_supply,
 )
+from engine.observability import metrics
 from engine.service import convert
 from engine.service.errors import DeadlineExceeded, code_for, status_for
 from engine.service.interceptors import current_request_id
@@ -104,6 +105,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             check_deadline(context)
             return convert.reservation_pb(await self._store.reserve(reserve))
         except Exception as exc:
+            # Refusals are counted where they are answered (store and fast path alike).
+            metrics.record_reserve_error(request.channel, exc)
             await fail(context, exc, _reservation_metadata(request.reservation_id))
 
     async def Commit(
@@ -202,7 +205,9 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
             ops = to_ops(request)
             validate_supply(ops)
             check_deadline(context)
-            return convert.supply_pb(await self._store.apply_supply(ops))
+            changes = await self._store.apply_supply(ops)
+            metrics.record_supply_changes(changes)
+            return convert.supply_pb(changes)
         except Exception as exc:
             await fail(context, exc)
 

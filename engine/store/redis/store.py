@@ -713,6 +713,8 @@ class RedisStore:
             except Exception as exc:  # a sweep must never kill the sweeper
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from exc
+                if self._phase != "running":
+                    return  # closing: the sweep was cut short on purpose
                 if isinstance(exc, StoreUnavailable):
                     log.warning("expiry sweep skipped: %s", exc)
                 else:
