@@ -1181,6 +1181,15 @@ def test_a_partial_reservation_that_expired_reports_expired(net):
     assert info.value.reason == "RESERVATION_EXPIRED"
 
 
+def test_a_reservation_without_lines_holds_nothing_and_never_expires(net):
+    """The ledger takes what validation would refuse; with no lines there is no
+    hold, so expiry must not report one (the Cython ledger once did)."""
+    assert net.reserve("empty", "web", [], 10.0, False, 0.0) == HELD
+    assert net.get_reservation("empty").lines == ()
+    assert net.expire_due(10.0) == []
+    assert net.audit(20.0) == []
+
+
 def test_a_reserve_that_fails_on_its_ttl_leaves_no_hold(net):
     """BUG (fixed): the pure ledger wrote the hold before computing the expiry,
     so a bad TTL raised after the counters had moved."""

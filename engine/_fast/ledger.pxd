@@ -143,6 +143,7 @@ ctypedef struct PlanLine:
     uint64_t key[2]       # the SKU's 16-byte inline id (see StrRec), or key_len INLINE_NONE
     int32_t nidx          # the node's number, -1 for None, -2 for an unknown node
     int32_t first         # the first candidate node, -1 if none is known
+    uint64_t hkey0        # the row-index hash of (this SKU, first)
     uint8_t parsed        # 0: not a plain (str, int, str|None) tuple; unpacked the slow way
 
 
@@ -245,7 +246,8 @@ cdef class FastLedger:
     # --- rows
     cdef Row* _row(self, int64_t r) noexcept nogil
     cdef int64_t _find(self, int32_t sku, int32_t node) noexcept nogil
-    cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node) except -2
+    cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node,
+                           uint64_t k) except -2
     cdef int64_t _insert_row(self, int32_t sku, int32_t node) except -1
     cdef int _rehash_rows(self, uint64_t slot_count) except -1
     cdef Row* _alloc_row_ptr(self, AllocRec* a, int32_t sku) except NULL
@@ -261,7 +263,7 @@ cdef class FastLedger:
     cdef uint32_t _append_record(self, object reservation_id, Py_hash_t h, object channel, double ttl_s,
                                  double created_at, double expires_at, bint allow_partial,
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
-                                 Py_ssize_t n_allocs) except? 0xFFFFFFFF
+                                 Py_ssize_t n_allocs, bint held) except? 0xFFFFFFFF
     cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
                      Py_ssize_t count, int64_t* allocated) except -1
     cdef int _rollback_holds(self) noexcept

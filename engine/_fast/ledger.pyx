@@ -589,7 +589,6 @@ def _same_error(a, b):
 
 cdef bint _check_fast_errors() except -1:
     global _FAST_ERRORS
-    cdef PyObject* ptrs[4]
     shortfalls = (Shortfall(0, "sku-a", 3, 1), Shortfall(2, "sku-b", 5, 0))
     cases = [
         (lambda: _out_of_stock(shortfalls), lambda: OutOfStock(shortfalls)),
@@ -863,13 +862,14 @@ cdef class FastLedger:
                     return slot.ref - 1
             i = (i + 1) & mask
 
-    cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node) except -2:
+    cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node,
+                           uint64_t k) except -2:
         """The row of (the caller's SKU object with hash ``h`` and inline form ``key``, node), or -1.
 
-        The hot path of reserve: no SKU interning lookup; a short ASCII id is
+        ``k`` is ``fastledger_row_hkey(h, node)`` (the caller often has it). The
+        hot path of reserve: no SKU interning lookup; a short ASCII id is
         compared with the copy in the row, which has to be loaded anyway.
         """
-        cdef uint64_t k = fastledger_row_hkey(h, node)
         cdef uint64_t mask = self._row_mask
         cdef uint64_t i = k & mask
         cdef uint32_t tag = <uint32_t>(k >> 32)
@@ -1406,13 +1406,16 @@ cdef class FastLedger:
     cdef uint32_t _append_record(self, object reservation_id, Py_hash_t h, object channel, double ttl_s,
                                  double created_at, double expires_at, bint allow_partial,
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
-                                 Py_ssize_t n_allocs) except? 0xFFFFFFFF:
-        """Append one reservation record and index it; returns its handle."""
+                                 Py_ssize_t n_allocs, bint held) except? 0xFFFFFFFF:
+        """Append one reservation record and index it; returns its handle.
+        ``held``: whether any of its lines is HELD."""
         cdef Py_ssize_t key_len = ID_NOT_INLINE, key_space = 0
         cdef Py_ssize_t size, off, seg = self._n_segs - 1
-        cdef Py_ssize_t seq = self._n_res
+        cdef Py_ssize_t seq = self._n_res, i
         cdef uint32_t handle
         cdef ResHead* head
+        cdef LineRec* dst_lines
+        cdef AllocRec* dst_allocs
         if _is_ascii_str(reservation_id) and PyUnicode_GET_LENGTH(reservation_id) <= ID_INLINE_MAX:
             key_len = PyUnicode_GET_LENGTH(reservation_id)
             key_space = (key_len + 7) & ~7
@@ -1444,12 +1447,17 @@ cdef class FastLedger:
         head.key_space = <uint16_t>key_space
         if key_space:
             memcpy(_id_bytes(head), PyUnicode_DATA(reservation_id), key_len)
-        memcpy(_lines_of(head), lines, n_lines * sizeof(LineRec))
-        memcpy(_allocs_of(head), allocs, n_allocs * sizeof(AllocRec))
+        # Typed copies: a few records each, inlined (a memcpy call costs more).
+        dst_lines = _lines_of(head)
+        for i in range(n_lines):
+            dst_lines[i] = lines[i]
+        dst_allocs = _allocs_of(head)
+        for i in range(n_allocs):
+            dst_allocs[i] = allocs[i]
         self._seg_used[seg] = off + size
         self._res_index_insert(handle, h)
         self._n_res = seq + 1
-        self._set_live(head)
+        self._live_exp[seq] = expires_at if held else NAN
         return handle
 
     cdef void _set_live(self, ResHead* head) noexcept:
@@ -1473,10 +1481,15 @@ cdef class FastLedger:
         cdef Row* row
         cdef AllocRec* a
         cdef Py_hash_t h = pl.hash
-        cdef Py_ssize_t k
+        cdef Py_ssize_t j
+        cdef uint64_t k
         allocated[0] = 0
         for c in range(count):
-            r = self._find_key(pl.sku, h, pl.key, candidates[c])
+            if c == 0 and pl.parsed and candidates[0] == pl.first:
+                k = pl.hkey0
+            else:
+                k = fastledger_row_hkey(h, candidates[c])
+            r = self._find_key(pl.sku, h, pl.key, candidates[c], k)
             if r >= 0:
                 row = self._row(r)
                 atp = row.on_hand - row.reserved - row.committed - row.safety
@@ -1498,8 +1511,8 @@ cdef class FastLedger:
                 # The first candidate (whose row was prefetched) usually covers
                 # the line; when it does not, start loading every other
                 # candidate's slot at once rather than one miss at a time.
-                for k in range(1, count):
-                    fastledger_prefetch(&self._row_slots[fastledger_row_hkey(h, candidates[k]) & self._row_mask])
+                for j in range(1, count):
+                    fastledger_prefetch(&self._row_slots[fastledger_row_hkey(h, candidates[j]) & self._row_mask])
         remaining = quantity
         for c in range(nfree):
             take = self._free_atp[c] if self._free_atp[c] < remaining else remaining
@@ -1537,7 +1550,7 @@ cdef class FastLedger:
             pl = &self._plan[li]
             if not pl.parsed or pl.first < 0:
                 continue
-            k = fastledger_row_hkey(pl.hash, pl.first)
+            k = pl.hkey0
             i = k & self._row_mask
             tag = <uint32_t>(k >> 32)
             for probe in range(4):
@@ -1589,8 +1602,10 @@ cdef class FastLedger:
             pl.hash = fastledger_hash_ptr(pl.sku)
             fastledger_key16_ptr(pl.sku, pl.key)
             pl.first = first
-            if first >= 0 and li < PREFETCH_LINES:
-                fastledger_prefetch(&self._row_slots[fastledger_row_hkey(pl.hash, first) & self._row_mask])
+            if first >= 0:
+                pl.hkey0 = fastledger_row_hkey(pl.hash, first)
+                if li < PREFETCH_LINES:
+                    fastledger_prefetch(&self._row_slots[pl.hkey0 & self._row_mask])
             pl.parsed = 1
         return n
 
@@ -1761,6 +1776,7 @@ cdef class FastLedger:
             handle = self._append_record(
                 reservation_id, h, channel, ttl_s, now, now + ttl_s, allow_partial,
                 self._plan_lines, n, self._plan_allocs, self._n_plan_allocs,
+                self._n_plan_allocs > 0,  # a line is HELD exactly when it got units
             )
         except BaseException:
             self._rollback_holds()
@@ -2545,6 +2561,7 @@ cdef class FastLedger:
             self._append_record(
                 rid, fastledger_hash(rid), channel, ttl_s, created_at, expires_at, allow_partial,
                 self._plan_lines, len(spec), self._plan_allocs, n_allocs,
+                any(line_spec[4] == RS_HELD for line_spec in spec),
             )
         for expires_at, rid in heap_entries:
             handle = <uint32_t>self._res_lookup(rid, fastledger_hash(rid))
