@@ -4,8 +4,9 @@
 # reservation ever made do not fit in any cache) and, once that is hidden by
 # prefetching, plain instruction count. So:
 #   - a reservation is one contiguous record [ResHead | id | LineRec... | AllocRec...]
-#     in append-only segments, found through an open-addressing table whose
-#     slots carry a hash tag (no dict, no boxed index, no stray records touched);
+#     starting on a cache line in append-only segments (never moved, so growth
+#     copies nothing), found through an open-addressing table whose slots carry
+#     a hash tag (no dict, no boxed index, no stray records touched);
 #   - SKU, node and channel ids are interned through the same kind of table
 #     (StrTable), with short ASCII ids copied into the record as 16 bytes, so a
 #     lookup by the caller's string compares two words instead of calling into
@@ -13,10 +14,12 @@
 #   - (SKU, node) counters are one-cache-line rows in fixed-size pages, found
 #     through a tagged open-addressing table keyed by (the SKU's str hash,
 #     node), so a reservation goes from the caller's SKU string to its row in
-#     two dependent memory accesses (slot, row), the first one prefetched;
-#   - the expiry heap decides whether an entry is stale from a dense array of
-#     live expiries (8 bytes a reservation, mostly cache-resident) instead of
-#     loading the reservation's record, which is cold by the time it expires.
+#     two dependent memory accesses (slot, row), both prefetched while the
+#     reservation id's own slot is being loaded;
+#   - the expiry heap is 4-ary with each group of siblings on one cache line,
+#     and decides whether an entry is stale from a dense array of live expiries
+#     (8 bytes a reservation, mostly cache-resident) instead of loading the
+#     reservation's record, which is cold by the time it expires.
 # Everything is allocated with PyMem_Raw* so tracemalloc sees it (bench core
 # reports bytes per row from that). Python objects appear at the edges only:
 # ids a caller passes in, and results built on the way out.

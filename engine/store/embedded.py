@@ -219,13 +219,16 @@ class _JournalThread:
             if job is None:
                 return
             fn, args, done = job
+            result: Any = None
+            error: BaseException | None = None
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the awaiting coroutine, which decides
-                call_back(_settle, done, None, exc)
-            else:
-                call_back(_settle, done, result, None)
-            del job, fn, args, done
+                error = exc
+            # RuntimeError: the loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                call_back(_settle, done, result, error)
+            del job, fn, args, done, result, error
 
 
 def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
