@@ -58,18 +58,24 @@ async def caught_up_after_now(store: RedisStore) -> None:
     await eventually(check)
 
 
-async def view_matches_store(store: RedisStore, skus: list[str], channel: str = "web") -> bool:
-    assert store.view is not None
-    truth = await store.availability(skus, channel, None, True)
-    return store.view.availability(skus, channel, None, True) == truth
+async def view_matches_store(
+    store: RedisStore, truth: RedisStore, skus: list[str], channel: str = "web"
+) -> bool:
+    """Whether ``store``'s view shows what Redis holds (read by ``truth``, a store without a view)."""
+    assert store.view is not None and truth.view is None
+    # A request names the channel: the store learns a network another process changed.
+    await store.availability(skus, channel, None, False)
+    expected = await truth.availability(skus, channel, None, True)
+    return store.view.availability(skus, channel, None, True) == expected
 
 
 async def test_the_view_follows_writes_of_every_process(open_store: Opener) -> None:
     store = await open_store()
+    truth = await open_store(view=False)
     other = await open_store()  # another engine process on the same Redis
     await seed(other)
     await other.reserve(req("cart-1", ("sku-a", 4)))
-    await eventually(lambda: view_matches_store(store, ["sku-a", "sku-b"]))
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a", "sku-b"]))
     assert store.view is not None
     (level,) = store.view.availability(["sku-a"], "web", None, False)
     assert level.atp == 16
@@ -77,10 +83,11 @@ async def test_the_view_follows_writes_of_every_process(open_store: Opener) -> N
 
 async def test_sold_out_is_answered_from_the_view_and_replays_stay_exact(open_store: Opener) -> None:
     store = await open_store()
+    truth = await open_store(view=False)
     await seed(store)  # sku-b: 3 units at dc1
     held = await store.reserve(req("cart-1", ("sku-b", 3)))
     assert store.view is not None
-    await eventually(lambda: view_matches_store(store, ["sku-b"]))
+    await eventually(lambda: view_matches_store(store, truth, ["sku-b"]))
     await caught_up_after_now(store)
 
     with pytest.raises(OutOfStock) as info:
@@ -100,9 +107,10 @@ async def test_sold_out_is_answered_from_the_view_and_replays_stay_exact(open_st
 
 async def test_the_view_never_contradicts_this_process_own_writes(open_store: Opener) -> None:
     store = await open_store()
+    truth = await open_store(view=False)
     await seed(store)
     await store.reserve(req("cart-1", ("sku-b", 3)))
-    await eventually(lambda: view_matches_store(store, ["sku-b"]))
+    await eventually(lambda: view_matches_store(store, truth, ["sku-b"]))
     await caught_up_after_now(store)
     # A receipt, then at once a reserve: the view has not seen the receipt yet,
     # but it knows this process wrote after its last read, so the script decides.
@@ -114,9 +122,10 @@ async def test_the_view_never_contradicts_this_process_own_writes(open_store: Op
 
 async def test_a_stale_view_refuses_nothing(open_store: Opener) -> None:
     store = await open_store(view_max_lag_s=0.05)
+    truth = await open_store(view=False)
     await seed(store)
     await store.reserve(req("cart-1", ("sku-b", 3)))
-    await eventually(lambda: view_matches_store(store, ["sku-b"]))
+    await eventually(lambda: view_matches_store(store, truth, ["sku-b"]))
     assert store.view is not None
     store.view.mark_stale()
     with pytest.raises(OutOfStock):
@@ -127,8 +136,9 @@ async def test_a_stale_view_refuses_nothing(open_store: Opener) -> None:
 
 async def test_a_gap_in_the_feed_is_found_and_the_shard_resynced(open_store: Opener) -> None:
     store = await open_store()
+    truth = await open_store(view=False)
     await seed(store)
-    await eventually(lambda: view_matches_store(store, ["sku-a", "sku-b"]))
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a", "sku-b"]))
     feed = store._feed
     assert feed is not None and store.view is not None
     await feed.close()  # this process stops reading...
@@ -136,7 +146,31 @@ async def test_a_gap_in_the_feed_is_found_and_the_shard_resynced(open_store: Ope
     for shard in {store.keys.shard_of_sku(s) for s in ("sku-a", "sku-b")}:
         # ...and the feed is trimmed past what it read (as MAXLEN does under load).
         await store.client.xtrim(store.keys.feed(shard), maxlen=0, approximate=False)
-    assert not await view_matches_store(store, ["sku-a", "sku-b"])
+    assert not await view_matches_store(store, truth, ["sku-a", "sku-b"])
     await feed.check_gaps(range(store.keys.shards))
     assert feed.gaps >= 1
-    assert await view_matches_store(store, ["sku-a", "sku-b"])
+    assert await view_matches_store(store, truth, ["sku-a", "sku-b"])
+
+
+async def test_availability_is_served_from_the_view_and_reads_this_process_writes(open_store: Opener) -> None:
+    store = await open_store()
+    truth = await open_store(view=False)
+    await seed(store)
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a", "sku-b"]))
+    await caught_up_after_now(store)
+    served = store.view_availability_reads
+    assert await store.availability(["sku-a", "sku-b", "sku-a"], "web", None, True) == await truth.availability(
+        ["sku-a", "sku-b", "sku-a"], "web", None, True
+    )
+    assert store.view_availability_reads == served + 1
+    # Right after this process's own hold the view has not read it yet: Redis answers,
+    # so the client sees its hold at once (read-your-writes).
+    await store.reserve(req("cart-1", ("sku-b", 2)))
+    (level,) = await store.availability(["sku-b"], "web", None, False)
+    assert level.atp == (await truth.availability(["sku-b"], "web", None, False))[0].atp == 1
+    assert store.view_availability_reads == served + 1
+    # Once the feed caught up, the view answers again, with the hold in it.
+    await caught_up_after_now(store)
+    (level,) = await store.availability(["sku-b"], "web", None, False)
+    assert level.atp == 1
+    assert store.view_availability_reads == served + 2

@@ -106,6 +106,10 @@ class AvailabilityView:
     def knows_channel(self, channel: str) -> bool:
         return channel in self._channels
 
+    def knows_nodes(self, nodes: Iterable[str]) -> bool:
+        known = self._nodes
+        return all(node in known for node in nodes)
+
     def availability(
         self, skus: Sequence[str], channel: str | None, nodes: Sequence[str] | None, per_node: bool
     ) -> list[SkuAvailability]:

@@ -120,6 +120,7 @@ class RedisStore:
         # Shard -> when this process's last write there was acknowledged (monotonic).
         self._wrote_at: dict[int, float] = {}
         self.sold_out_fast_path_hits = 0
+        self.view_availability_reads = 0  # availability answered by the view, not Redis
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -421,6 +422,8 @@ class RedisStore:
         for order, future in calls:
             for sku, values in zip(order, await future, strict=True):
                 found[sku] = values
+        # The reads may have expired holds: a later read served by the view must see that.
+        self._wrote(by_shard)
         return [found[sku] for sku in skus]
 
     # --------------------------------------------------------------- reservations
@@ -575,9 +578,9 @@ class RedisStore:
         groups = self._groups(facts.shards)
         if len(groups) > 1:
             assert self._cross is not None
-            if op == "get":
-                return await self._cross.read(rid, facts, groups, now)
             try:
+                if op == "get":
+                    return await self._cross.read(rid, facts, groups, now)
                 return await self._cross.transition(op, rid, facts, groups, now, extra)
             finally:
                 self._wrote(facts.shards)
@@ -585,8 +588,8 @@ class RedisStore:
         reply = await runner.call(
             op, self._xkeys(shards), [ms(now), self._feedmax, rid, facts.lines, 0, *extra]
         )
-        if op != "get":
-            self._wrote(facts.shards)
+        # Every one of these scripts may write, "get" too: it expires what is due first.
+        self._wrote(facts.shards)
         if reply[0] != "OK":
             raise replies.transition_error(rid, reply)
         return replies.assemble_reservation(rid, facts.channel, facts.ttl_s, facts.allow_partial, reply[1])
@@ -622,6 +625,10 @@ class RedisStore:
             _check_sku(sku, f"skus[{i}]")
         selected = await self._select_nodes(channel, nodes)
         unique = list(dict.fromkeys(skus))
+        from_view = self._availability_from_view(unique, selected, per_node)
+        if from_view is not None:
+            by_sku = {level.sku: level for level in from_view}
+            return [by_sku[sku] for sku in skus]
         values = dict(zip(unique, await self._read_rows(unique, selected), strict=True))
         out: list[SkuAvailability] = []
         for sku in skus:
@@ -636,6 +643,29 @@ class RedisStore:
                     breakdown.append(NodeAvailability(node, on_hand, reserved, committed, safety, atp))
             out.append(SkuAvailability(sku, total, tuple(breakdown)))
         return out
+
+    def _availability_from_view(
+        self, skus: Sequence[str], selected: Sequence[str], per_node: bool
+    ) -> list[SkuAvailability] | None:
+        """The answer from this process's view, or None when only Redis can give it.
+
+        The view answers when it knows every selected node and has caught up,
+        by a feed read that began after this process's last write to the SKUs'
+        shards, within its lag budget: a client never reads less than what its
+        own reserve just took (read-your-writes), and what other processes did
+        shows within ``view_max_lag_s``, like any replica read. The nodes are
+        the ones the network copy selected, so the view's own channel list,
+        which may trail an UpsertChannel by a moment, is never consulted.
+        """
+        view = self.view
+        if view is None or not selected or not view.knows_nodes(selected):
+            return None
+        wrote_at, shard_of = self._wrote_at, self._keys.shard_of_sku
+        written = max((wrote_at.get(shard_of(sku), -1.0) for sku in skus), default=-1.0) if wrote_at else -1.0
+        if not view.covers(written):
+            return None
+        self.view_availability_reads += 1
+        return view.availability(skus, None, selected, per_node)
 
     async def _select_nodes(self, channel: str | None, nodes: Sequence[str] | None) -> Sequence[str]:
         """The reference ledger's node selection, on the network copy."""
@@ -753,6 +783,8 @@ class RedisStore:
             pending = []
             for shard, future in futures:
                 reply = await future
+                if len(reply) > 1:
+                    self._wrote((shard,))  # units came back: availability reads must see it
                 for i in range(1, len(reply), 2):
                     expired[reply[i]] = float(reply[i + 1])
                 if reply[0] == 1:
