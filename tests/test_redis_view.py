@@ -159,9 +159,9 @@ async def test_availability_is_served_from_the_view_and_reads_this_process_write
     await eventually(lambda: view_matches_store(store, truth, ["sku-a", "sku-b"]))
     await caught_up_after_now(store)
     served = store.view_availability_reads
-    assert await store.availability(["sku-a", "sku-b", "sku-a"], "web", None, True) == await truth.availability(
-        ["sku-a", "sku-b", "sku-a"], "web", None, True
-    )
+    skus = ["sku-a", "sku-b", "sku-a"]
+    expected = await truth.availability(skus, "web", None, True)
+    assert await store.availability(skus, "web", None, True) == expected
     assert store.view_availability_reads == served + 1
     # Right after this process's own hold the view has not read it yet: Redis answers,
     # so the client sees its hold at once (read-your-writes).
