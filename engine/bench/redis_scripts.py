@@ -13,6 +13,15 @@ kinds of command the same way with the pipelined driver of
 
 ``ratio = script_ops_per_s / bare_ops_per_s`` is what the reserve script's
 own work costs on top of Redis' per-call overhead for a script.
+
+A third kind, ``floor``, explains that ratio: a script that makes the same
+Redis commands as a one-line reserve (expiry scan, directory and row reads,
+row, hold, expiry index, directory and counter writes, one feed entry) on
+keys of the same shape, with no logic between them. ``floor_ops_per_s`` is
+what any reserve script issuing those commands can reach, so
+``script_ops_per_s / floor_ops_per_s`` (``logic_ratio``) is the share left
+to our Lua code, and ``floor_ops_per_s / bare_ops_per_s`` the share Redis
+itself takes for the commands.
 """
 
 from __future__ import annotations
@@ -69,10 +78,47 @@ async def _commands(url: str, count: int, rounds: int) -> tuple[list[list[bytes]
         await store.close()
 
 
+# The commands of a one-line reserve, as reserve.lua makes them (see lib.lua).
+_FLOOR_SCRIPT = """
+local now, rid = ARGV[1], ARGV[2]
+redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+redis.call('HMGET', KEYS[1], 'b', 'st')
+local r = redis.call('HMGET', KEYS[4], 'n:oh', 'n:rs', 'n:cm', 'n:ss', 'n:v')
+redis.call('HSET', KEYS[5], 'ca', now, 'ea', now, 'xm', now, 'L0', rid .. '\t1\tn\t1\tn\t1')
+redis.call('SADD', KEYS[6], rid)
+redis.call('ZADD', KEYS[3], now + 3600000, rid)
+redis.call('HSET', KEYS[1], 'b', rid, 'st', 'DONE', 'sh', '1')
+redis.call('HINCRBY', KEYS[2], 'done', 1)
+redis.call('HSET', KEYS[4], 'n:rs', tonumber(r[2] or 0) + 1)
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', 100000, '*', 'sku', rid, 'node', 'n', 'oh', '1', 'rs', '1',
+  'cm', '0', 'ss', '0', 'v', '1')
+return 1
+"""
+
+
+def _floor_commands(sha: str, count: int, r: int) -> list[bytes]:
+    out = []
+    for i in range(count):
+        rid = f"floor-{r}-{i}"
+        tag = f"{{f{i % 256}}}"  # 256 shards, like the store's
+        keys = [f"fl:{tag}:d:{rid}", f"fl:{tag}:m", f"fl:{tag}:x", f"fl:{tag}:s:S{i % _SKUS}",
+                f"fl:{tag}:r:{rid}", f"fl:{tag}:rids", f"fl:{tag}:feed"]  # fmt: skip
+        out.append(encode_command("EVALSHA", sha, len(keys), *keys, 1_700_000_000_000 + i, rid))
+    return out
+
+
 async def _bench(host: str, port: int, url: str, count: int, rounds: int) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
     reserve_rounds, bare_sha = await _commands(url, count, rounds)
+    client = aioredis.Redis(host=host, port=port)
+    try:
+        floor_sha = await client.script_load(_FLOOR_SCRIPT)
+    finally:
+        await client.aclose()
     script_rates: list[float] = []
     bare_rates: list[float] = []
+    floor_rates: list[float] = []
     for r in range(rounds):
         bare = [
             encode_command("EVALSHA", bare_sha, 2, f"bench:{{b}}:k{i}", f"bench:{{b}}:j{i}")
@@ -84,12 +130,20 @@ async def _bench(host: str, port: int, url: str, count: int, rounds: int) -> dic
         if result.errors:
             raise RuntimeError(f"reserve script failed {result.errors} times: {result.first_error}")
         script_rates.append(result.ops_per_s)
+        result = await drive(host, port, _floor_commands(floor_sha, count, r))
+        if result.errors:
+            raise RuntimeError(f"floor script failed {result.errors} times: {result.first_error}")
+        floor_rates.append(result.ops_per_s)
     script = statistics.median(script_rates)
     bare_ops = statistics.median(bare_rates)
+    floor = statistics.median(floor_rates)
     return {
         "script_ops_per_s": round(script, 1),
         "bare_evalsha_ops_per_s": round(bare_ops, 1),
         "ratio": round(script / bare_ops, 3),
+        "floor_ops_per_s": round(floor, 1),
+        "logic_ratio": round(script / floor, 3),
+        "floor_ratio": round(floor / bare_ops, 3),
         "rounds": rounds,
         "commands_per_round": count,
         "script_rounds": [round(x, 1) for x in script_rates],
