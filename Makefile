@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install system-deps test lint typecheck bench protos serve clean
+.PHONY: install system-deps test lint typecheck bench protos serve local clean
 
 install:
 	$(PIP) install -e '.[test]'
@@ -36,6 +36,12 @@ protos:
 
 serve:
 	inventory-engine serve --demo
+
+# Redis Cluster + engine workers with the demo data + Prometheus, on loopback,
+# until Ctrl-C (deploy/local/README.md). `make local WORKERS=4`.
+WORKERS ?= 2
+local:
+	sh deploy/local/run --workers $(WORKERS)
 
 clean:
 	rm -rf build *.egg-info engine/_fast/*.c engine/_fast/*.so

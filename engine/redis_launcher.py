@@ -157,6 +157,7 @@ class RedisServer:
         cluster_node_timeout_ms: int = 5000,
         extra_config: Mapping[str, str] | None = None,
         start_timeout_s: float = 60.0,
+        own_session: bool = False,
     ) -> None:
         if appendfsync not in APPENDFSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {APPENDFSYNC_POLICIES}, not {appendfsync!r}")
@@ -168,6 +169,10 @@ class RedisServer:
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
         self.extra_config = dict(extra_config or {})
         self.start_timeout_s = start_timeout_s
+        # A session of its own keeps a terminal's Ctrl-C (sent to the whole
+        # foreground process group) from reaching the server, so that its owner
+        # decides when it stops: after the engines that use it (deploy/local).
+        self.own_session = own_session
         self._port = port or 0
         self._bus_port = cluster_bus_port or 0
         # Ports given by the caller are never replaced; chosen ones only before the first start.
@@ -360,6 +365,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.own_session,
             )
         _unreaped.add(process)
         self._process = process
@@ -421,7 +427,8 @@ class LocalRedisCluster:
     node is a :class:`RedisServer` in ``directory/node-N`` (so a test can
     ``kill()`` and ``restart()`` one master); the cluster is created with
     ``redis-cli --cluster create`` and is ready once every node reports
-    ``cluster_state:ok`` with all 16384 slots served.
+    ``cluster_state:ok`` with all 16384 slots served. ``own_session`` is passed
+    to every node (see :class:`RedisServer`).
     """
 
     def __init__(
@@ -432,6 +439,7 @@ class LocalRedisCluster:
         appendfsync: str = "everysec",
         node_timeout_ms: int = 5000,
         start_timeout_s: float = 60.0,
+        own_session: bool = False,
     ) -> None:
         if masters < 3:
             raise ValueError("a Redis Cluster needs at least 3 masters")
@@ -444,6 +452,7 @@ class LocalRedisCluster:
                 cluster=True,
                 cluster_node_timeout_ms=node_timeout_ms,
                 start_timeout_s=start_timeout_s,
+                own_session=own_session,
             )
             for index in range(masters)
         )
