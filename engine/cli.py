@@ -46,6 +46,22 @@ def _redis_config(args: argparse.Namespace) -> Any:
     return None
 
 
+def _carriers(path: str | None) -> Any:
+    """The carrier table of ``serve --carriers``, checked before anything starts."""
+    if path is None:
+        return None
+    from engine.core.carriers import load_carriers
+    from engine.core.errors import InvalidArgument
+
+    try:
+        return load_carriers(path)
+    except OSError as exc:
+        raise SystemExit(f"--carriers {path}: {exc.strerror or exc}") from None
+    except InvalidArgument as exc:
+        problems = "\n".join(f"  {v.field or '(document)'}: {v.description}" for v in exc.violations)
+        raise SystemExit(f"--carriers {path}: {exc.message}\n{problems}") from None
+
+
 async def _maybe_load_demo(store: Any, wanted: bool) -> None:
     from engine.demo import load_demo
 
@@ -83,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         audit_interval_s=args.audit_interval,
+        carriers=_carriers(args.carriers),
     )
     redis_config = _redis_config(args)
     if args.workers != 1:
@@ -273,6 +290,100 @@ def cmd_availability(args: argparse.Namespace) -> int:
         return "\n".join(out)
 
     return _call(args, lambda: stubs.inventory.GetAvailability(request, timeout=args.timeout), human)
+
+
+def _pb_date(d: Any) -> str:
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}" if d.year else "-"
+
+
+def _local_time(ts: Any, zone: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ts.ToSeconds(), ZoneInfo(zone or "UTC")).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _quote_text(resp: Any) -> str:
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    out = [f"quote at {resp.quote_time.ToJsonString()}"]
+    for line in resp.lines:
+        out.append(f"[{line.line_index}] {line.sku} x{line.quantity}")
+        if not line.options:
+            out.append("  no option: not enough stock for any accepted method")
+        for o in line.options:
+            method = pb.FulfillmentMethod.Name(o.method).removeprefix("FULFILLMENT_METHOD_")
+            when = (
+                f"ready {_local_time(o.ready_time, o.ready_time_zone)}"
+                if o.HasField("ready_time")
+                else f"delivered {_pb_date(o.promise_date)}"
+            )
+            parts = []
+            for a in o.allocations:
+                source = pb.SupplySource.Name(a.source).removeprefix("SUPPLY_SOURCE_").lower()
+                where = f"{a.quantity}@{a.node} {source}"
+                if a.HasField("ship_date"):
+                    where += f", leaves {_pb_date(a.ship_date)}"
+                if a.HasField("distance_km"):
+                    where += f", {a.distance_km:.0f} km"
+                parts.append(where)
+            split = " (split)" if o.split else ""
+            out.append(f"  {method:<6} {o.service_level or '-':<9} {when}{split}: {'; '.join(parts)}")
+    return "\n".join(out)
+
+
+def cmd_quote(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    lines = []
+    for text in args.line:
+        sku, qty, node = _parse_line(text)
+        if node:
+            raise SystemExit(f"--line {text!r}: a quote takes SKU:QTY (the engine chooses the nodes)")
+        lines.append(pb.QuoteLine(sku=sku, quantity=qty))
+    request = pb.QuoteRequest(
+        channel=args.channel,
+        lines=lines,
+        pickup_store=args.pickup or "",
+        methods=[pb.FulfillmentMethod.Value(f"FULFILLMENT_METHOD_{m.upper()}") for m in args.method or []],
+        service_levels=args.service_level or [],
+        allow_split=args.split,
+    )
+    if args.postal_code or args.lat is not None or args.lon is not None or args.region:
+        request.destination.postal_code = args.postal_code or ""
+        request.destination.region = args.region or ""
+        if args.lat is not None:
+            request.destination.latitude = args.lat
+        if args.lon is not None:
+            request.destination.longitude = args.lon
+    return _call(args, lambda: stubs.inventory.Quote(request, timeout=args.timeout), _quote_text)
+
+
+def cmd_find_in_stores(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import inventory_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    request = pb.FindInStoresRequest(
+        channel=args.channel,
+        store=args.store,
+        sku=args.sku,
+        quantity=args.quantity,
+        max_stores=args.max_stores,
+    )
+
+    def row(s: Any) -> str:
+        ready = _local_time(s.pickup_time, s.time_zone) if s.HasField("pickup_time") else "-"
+        return f"  {s.node:<12} {s.name:<24} atp {s.atp:>5}  {s.distance_km:>7.0f} km  pickup {ready}"
+
+    def human(resp: Any) -> str:
+        out = [f"{resp.sku} x{resp.quantity} at {resp.store.node}:", row(resp.store), "nearby:"]
+        out.extend(row(s) for s in resp.nearby_stores)
+        if not resp.nearby_stores:
+            out.append("  none holds the quantity")
+        return "\n".join(out)
+
+    return _call(args, lambda: stubs.inventory.FindInStores(request, timeout=args.timeout), human)
 
 
 def cmd_reserve(args: argparse.Namespace) -> int:
@@ -487,7 +598,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from engine.bench.rpc import run as run_rpc
 
         result = run_rpc(
-            duration_s=args.duration, concurrency=args.concurrency, rounds=args.rounds, memory=args.memory
+            duration_s=args.duration,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            memory=args.memory,
+            backend=args.backend,
         )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -526,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", default="inventory-data", help="journal and snapshots")
     serve.add_argument("--memory", action="store_true", help="no data directory: nothing survives a stop")
     serve.add_argument("--demo", action="store_true", help="load the demo network once (if empty)")
+    serve.add_argument(
+        "--carriers", metavar="FILE",
+        help="carrier service levels for Quote, YAML or JSON (default: the sample US table)",
+    )  # fmt: skip
     serve.add_argument("--impl", choices=["fast", "pure"], help="ledger (default: $ENGINE_IMPL or fast)")
     serve.add_argument("--no-fsync", action="store_true", help="skip fsync (benchmarks only: unsafe)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds for in-flight RPCs on shutdown")
@@ -550,12 +669,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+    from engine.local_stack import add_subcommand as add_local_stack
+
+    add_local_stack(sub)
+
     p = client("availability", "what a channel (or nodes) can sell of some SKUs")
     p.add_argument("skus", nargs="+", metavar="SKU")
     p.add_argument("--channel")
     p.add_argument("--node", action="append", help="restrict to this node (repeatable)")
     p.add_argument("--nodes", action="store_true", help="show the per-node breakdown")
     p.set_defaults(func=cmd_availability)
+
+    p = client("quote", "delivery and pickup dates for an order, holding nothing")
+    p.add_argument("--channel", required=True)
+    p.add_argument("--line", action="append", required=True, help="SKU:QTY (repeatable)")
+    p.add_argument("--postal-code", help="ship to this postal code")
+    p.add_argument("--lat", type=float, help="ship to this latitude (with --lon)")
+    p.add_argument("--lon", type=float, help="ship to this longitude (with --lat)")
+    p.add_argument("--region", help="the destination's carrier region (overrides the postal code's)")
+    p.add_argument("--pickup", metavar="STORE", help="collect at this store")
+    p.add_argument(
+        "--method", action="append", choices=["ship", "pickup"],
+        help="accepted method (repeatable; default: those the destination and --pickup give)",
+    )  # fmt: skip
+    p.add_argument("--service-level", action="append", help="carrier level, e.g. express (repeatable)")
+    p.add_argument("--split", action="store_true", help="allow a line to come from several nodes")
+    p.set_defaults(func=cmd_quote)
+
+    p = client("find-in-stores", "endless aisle: a SKU at a store and the nearest stores holding it")
+    p.add_argument("sku")
+    p.add_argument("--store", required=True, help="the asking store")
+    p.add_argument("--channel", default="pos", help="channel whose stores are searched (default %(default)s)")
+    p.add_argument("--quantity", type=int, default=1)
+    p.add_argument("--max-stores", type=int, default=5, help="nearby stores to list (default %(default)s)")
+    p.set_defaults(func=cmd_find_in_stores)
 
     p = client("reserve", "hold stock for a cart or order")
     p.add_argument("reservation_id")
@@ -621,6 +768,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="alternating noop/reserve rounds")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
     p.add_argument("--memory", action="store_true", help="server without a journal (what durability costs)")
+    p.add_argument(
+        "--backend", choices=["embedded", "redis", "redis-cluster"], default="embedded",
+        help="the server's store; redis and redis-cluster start their own Redis (AOF on)",
+    )
     p.set_defaults(func=cmd_bench)
     p = bench_sub.add_parser("promise", help="Quote with the pure vs the Cython sourcing loop")
     p.add_argument("--json", action="store_true")

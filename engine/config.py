@@ -9,6 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.core.carriers import CarrierTable
 
 __all__ = ["EmbeddedStoreConfig", "RedisStoreConfig", "ServerConfig"]
 
@@ -130,6 +134,11 @@ class ServerConfig:
     audit_interval_s: float = 60.0
     # Which worker of serve --workers this process is (0 when alone); labels its metrics.
     worker_index: int = 0
+    # Carrier service levels for Quote (serve --carriers FILE); None: the sample
+    # table shipped with the engine (engine/data/carriers.yaml).
+    carriers: CarrierTable | None = None
+    # The sourcing loop behind Quote: "fast" (Cython) or "pure" (the reference).
+    promise_impl: str = "fast"
 
     def __post_init__(self) -> None:
         if not 0 <= self.metrics_port <= 65535:
@@ -138,6 +147,8 @@ class ServerConfig:
             raise ValueError("audit_interval_s must not be negative")
         if self.worker_index < 0:
             raise ValueError("worker_index must not be negative")
+        if self.promise_impl not in ("fast", "pure"):
+            raise ValueError(f"promise_impl must be 'fast' or 'pure', not {self.promise_impl!r}")
         if not self.listen or ":" not in self.listen:
             raise ValueError(f"listen must be host:port, got {self.listen!r}")
         if self.grace_s < 0:

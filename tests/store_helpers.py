@@ -28,6 +28,7 @@ import pytest
 
 from engine.config import EmbeddedStoreConfig
 from engine.core.types import (
+    Capability,
     Channel,
     LineRequest,
     Node,
@@ -187,6 +188,27 @@ def req(
 
 def adjust(sku: str, node: str, delta: int, event: str | None = None) -> SupplyOp:
     return SupplyOp(SupplyKind.ADJUST, sku, node, delta, 0, event)
+
+
+# A node with every fulfillment field away from its default.
+CALENDAR_NODE = Node(
+    "store-cal",
+    NodeType.STORE,
+    "Calendar store",
+    region="west",
+    latitude=-36.85,
+    longitude=174.76,
+    time_zone="Pacific/Auckland",
+    capabilities=Capability.PICKUP,
+    postal_prefix="10",
+    processing_days=2,
+    pickup_minutes=45,
+    cutoff="16:30",
+    opens_at="08:00",
+    open_weekdays=(1, 2, 3, 4, 5, 6),
+    holidays=("2033-12-25", "2033-12-26"),
+    daily_capacity=300,
+)
 
 
 SEEDED_ROWS = (("sku-a", "dc1"), ("sku-a", "dc2"), ("sku-b", "dc1"))

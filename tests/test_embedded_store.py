@@ -32,7 +32,7 @@ import pytest
 import pytest_asyncio
 import uvloop
 from ledger_helpers import normalized_state
-from store_helpers import FakeClock, adjust, req, seed
+from store_helpers import CALENDAR_NODE, FakeClock, adjust, req, seed
 
 from engine.config import EmbeddedStoreConfig
 from engine.core.errors import (
@@ -483,6 +483,16 @@ async def test_a_corrupt_record_in_the_middle_stops_startup(open_store: Opener, 
 
 
 # ==================================================================== snapshots
+
+
+async def test_a_snapshot_keeps_node_calendars(open_store: Opener) -> None:
+    store = await open_store()
+    await store.upsert_node(CALENDAR_NODE)
+    assert await store.snapshot() is not None
+    await store.close()
+    # Recovery starts from the snapshot alone: no journal record after it.
+    reopened = await open_store()
+    assert await reopened.list_nodes() == [CALENDAR_NODE]
 
 
 async def test_snapshot_plus_journal_recovers_the_identical_state(open_store: Opener) -> None:

@@ -17,6 +17,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from google.type.date_pb2 import Date
+from google.type.dayofweek_pb2 import DayOfWeek
+from google.type.timeofday_pb2 import TimeOfDay
 from store_helpers import backing_for, store_factory, store_params
 
 from engine._proto.inventory.v1 import admin_service_pb2 as admin_pb
@@ -171,11 +174,17 @@ def test_upsert_and_list_nodes(client: Client) -> None:
         longitude=151.2,
         time_zone="Australia/Sydney",
     )
-    assert client.network.UpsertNode(net_pb.UpsertNodeRequest(node=node)) == node
+    # The answer fills in the calendar defaults the request left out.
+    stored = net_pb.Node()
+    stored.CopyFrom(node)
+    stored.pickup_minutes = 120
+    stored.cutoff.hours, stored.opens_at.hours = 14, 9
+    stored.open_weekdays.extend([1, 2, 3, 4, 5])
+    assert client.network.UpsertNode(net_pb.UpsertNodeRequest(node=node)) == stored
     listed = client.network.ListNodes(net_pb.ListNodesRequest()).nodes
     ids = [n.id for n in listed]
     assert ids == sorted(ids)
-    assert node in listed
+    assert stored in listed
     # Replacing keeps one node with the new fields; an empty time zone means UTC.
     renamed = net_pb.Node(id="store-9", type=net_pb.NODE_TYPE_STORE, name="Nine bis")
     assert client.network.UpsertNode(net_pb.UpsertNodeRequest(node=renamed)).time_zone == "UTC"
@@ -191,6 +200,65 @@ def test_upsert_node_reports_every_bad_field(client: Client) -> None:
     assert details.code == INVALID and details.reason == "INVALID_ARGUMENT"
     assert details.fields == ("node.id", "node.type", "node.latitude", "node.longitude", "node.time_zone")
     assert "bad id" not in [n.id for n in client.network.ListNodes(net_pb.ListNodesRequest()).nodes]
+
+
+def test_node_calendar_fields_round_trip(client: Client) -> None:
+    node = net_pb.Node(
+        id="store-cal",
+        type=net_pb.NODE_TYPE_STORE,
+        name="Calendar",
+        time_zone="Pacific/Auckland",
+        capabilities=net_pb.NodeCapabilities(pickup=True),
+        postal_prefix="10",
+        processing_days=2,
+        pickup_minutes=0,
+        cutoff=TimeOfDay(hours=16, minutes=30),
+        opens_at=TimeOfDay(hours=8),
+        open_weekdays=[DayOfWeek.MONDAY, DayOfWeek.SATURDAY],
+        holidays=[Date(year=2033, month=12, day=25)],
+        daily_capacity=40,
+    )
+    assert client.network.UpsertNode(net_pb.UpsertNodeRequest(node=node)) == node
+    assert node in client.network.ListNodes(net_pb.ListNodesRequest()).nodes
+    # A node that only holds stock: capabilities present, every flag false.
+    node.capabilities.pickup = False
+    node.ClearField("daily_capacity")
+    assert client.network.UpsertNode(net_pb.UpsertNodeRequest(node=node)) == node
+    listed = [n for n in client.network.ListNodes(net_pb.ListNodesRequest()).nodes if n.id == "store-cal"]
+    assert listed == [node]
+    assert listed[0].HasField("capabilities") and not listed[0].HasField("daily_capacity")
+
+
+def test_upsert_node_reports_every_bad_calendar_field(client: Client) -> None:
+    bad = net_pb.Node(
+        id="store-bad-cal",
+        type=net_pb.NODE_TYPE_STORE,
+        time_zone="Mars/Olympus_Mons",
+        postal_prefix="ABCDEFGHIJK",
+        processing_days=61,
+        pickup_minutes=-1,
+        cutoff=TimeOfDay(hours=14, minutes=0, seconds=30),
+        opens_at=TimeOfDay(hours=24),
+        open_weekdays=[DayOfWeek.MONDAY, DayOfWeek.DAY_OF_WEEK_UNSPECIFIED, DayOfWeek.MONDAY],
+        holidays=[Date(year=2033, month=2, day=30), Date(year=2033, month=12)],
+        daily_capacity=0,
+    )
+    details = failure(client.network.UpsertNode, net_pb.UpsertNodeRequest(node=bad))
+    assert details.code == INVALID and details.reason == "INVALID_ARGUMENT"
+    assert details.fields == (
+        "node.time_zone",
+        "node.cutoff",
+        "node.opens_at",
+        "node.open_weekdays[1]",
+        "node.open_weekdays[2]",
+        "node.holidays[0]",
+        "node.holidays[1]",
+        "node.processing_days",
+        "node.pickup_minutes",
+        "node.postal_prefix",
+        "node.daily_capacity",
+    )
+    assert "store-bad-cal" not in [n.id for n in client.network.ListNodes(net_pb.ListNodesRequest()).nodes]
 
 
 def test_upsert_and_list_channels(client: Client) -> None:

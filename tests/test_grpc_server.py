@@ -171,6 +171,8 @@ def test_reflection_lists_and_describes_the_services(channel: grpc.Channel) -> N
         "ExtendReservation",
         "GetReservation",
         "GetAvailability",
+        "Quote",
+        "FindInStores",
     ]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from store_helpers import (
+    CALENDAR_NODE,
     SEEDED_ROWS,
     T0,
     FakeClock,
@@ -44,6 +45,7 @@ from engine.core.errors import (
     UnknownNode,
 )
 from engine.core.types import (
+    Capability,
     Channel,
     LineRequest,
     Node,
@@ -329,6 +331,21 @@ async def test_a_new_store_on_the_same_state_sees_everything_acknowledged(make_s
     assert duplicate.duplicate
     [stale] = await again.apply_supply([SupplyOp(SupplyKind.SET, "sku-c", "store1", 50, 2, None)])
     assert not stale.applied
+
+
+async def test_node_calendars_and_capabilities_survive_a_new_store(make_store: StoreMaker) -> None:
+    store = await make_store()
+    # No capabilities at all is stored as such, not as "by node type".
+    bare = Node("dc-none", NodeType.DC, capabilities=Capability.NONE)
+    assert await store.upsert_node(CALENDAR_NODE) == CALENDAR_NODE
+    await store.upsert_node(bare)
+    assert await store.list_nodes() == [bare, CALENDAR_NODE]
+    await store.close()
+
+    again = await make_store()
+    listed = await again.list_nodes()
+    assert listed == [bare, CALENDAR_NODE]
+    assert listed[0].capabilities is Capability.NONE and listed[1].open_weekdays == (1, 2, 3, 4, 5, 6)
 
 
 # ======================================================================= expiry

@@ -43,17 +43,31 @@ def _rewrite_imports(text: str) -> str:
     return _PLAIN_IMPORT.sub(rf"\1import {PACKAGE_PREFIX}.\2\3", text)
 
 
+def _common_protos_root() -> Path:
+    from google.type import date_pb2
+
+    root = Path(date_pb2.__file__).resolve().parent.parent.parent
+    if not (root / "google" / "type" / "date.proto").is_file():
+        raise SystemExit(f"googleapis-common-protos has no .proto sources under {root}")
+    return root
+
+
 def generate(out: Path) -> list[Path]:
     """Generate every proto into ``out`` (replacing its contents); returns the files written."""
     from grpc_tools import protoc
 
     well_known = resources.files("grpc_tools") / "_proto"
+    # google/type/*.proto (Date, TimeOfDay, DayOfWeek) ship with
+    # googleapis-common-protos, a runtime dependency whose generated modules
+    # the engine imports; protoc needs their sources to compile ours.
+    common_protos = _common_protos_root()
     protos = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "grpc_tools.protoc",
             f"--proto_path={PROTO_ROOT}",
             f"--proto_path={well_known}",
+            f"--proto_path={common_protos}",
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",

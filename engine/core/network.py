@@ -39,7 +39,7 @@ def node_violations(node: Node, prefix: str = "node") -> list[FieldViolation]:
     """Problems with the fulfillment fields of a node (calendar, capabilities, capacity).
 
     ``engine.core.validation.validate_node`` checks the identity fields
-    (id, type, name, coordinates); this checks the rest, with the same paths.
+    (id, type, name, coordinates) and adds these, with the same paths.
     """
     v = calendar_violations(node, prefix)
     caps = node.capabilities

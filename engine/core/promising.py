@@ -68,6 +68,7 @@ __all__ = [
     "SourcedUnits",
     "StoreStock",
     "SupplySource",
+    "validate_find_in_stores",
     "validate_quote",
 ]
 
@@ -78,6 +79,12 @@ _SHIP_CAPS = int(Capability.SHIP | Capability.SHIP_FROM_STORE)
 _DC_SHIP_CAPS = int(Capability.SHIP)
 _EMPTY: Mapping[str, int] = {}
 _KEY = re.compile(r"[!-z|~]{1,64}")
+MAX_POSTAL_CODE = 16
+MAX_REGION = 64
+_POSTAL_CODE = re.compile(rf"[A-Za-z0-9 \-]{{0,{MAX_POSTAL_CODE}}}")
+# Nearby stores an endless-aisle lookup returns at most: a POS screen shows a
+# handful, and each one costs a distance and a calendar computation.
+MAX_NEARBY_STORES = 50
 
 
 class SupplySource(IntEnum):
@@ -223,6 +230,16 @@ def validate_quote(request: QuoteRequest, network: Network) -> None:
             v.append(FieldViolation(f"methods[{i}]", "repeats a method"))
     if FulfillmentMethod.SHIP in methods:
         dest = request.destination
+        if dest is not None:
+            if _POSTAL_CODE.fullmatch(dest.postal_code) is None:
+                v.append(
+                    FieldViolation(
+                        "destination.postal_code",
+                        f"at most {MAX_POSTAL_CODE} letters, digits, spaces or dashes",
+                    )
+                )
+            if len(dest.region) > MAX_REGION:
+                v.append(FieldViolation("destination.region", f"at most {MAX_REGION} characters"))
         if dest is None or (not dest.postal_code and (dest.latitude is None or dest.longitude is None)):
             v.append(FieldViolation("destination", "shipping needs a postal code or latitude and longitude"))
         elif dest.latitude is not None or dest.longitude is not None:
@@ -250,6 +267,36 @@ def validate_quote(request: QuoteRequest, network: Network) -> None:
             v.append(FieldViolation("pickup_store", f"node {store!r} is not defined"))
         elif not network.caps[network.index[store]] & Capability.PICKUP:
             v.append(FieldViolation("pickup_store", f"node {store!r} does not offer pickup"))
+    if v:
+        first = v[0]
+        more = f" (and {len(v) - 1} more)" if len(v) > 1 else ""
+        raise InvalidArgument(f"{first.field} {first.description}{more}", tuple(v))
+
+
+def validate_find_in_stores(sku: str, store: str, quantity: int, limit: int, network: Network) -> None:
+    """Check an endless-aisle lookup at the edge; one InvalidArgument lists every problem.
+
+    ``store`` must be a STORE node of ``network``; when that is the only
+    problem and the node does not exist, the error is UnknownNode.
+    """
+    v: list[FieldViolation] = []
+    if _KEY.fullmatch(sku) is None:
+        v.append(
+            FieldViolation("sku", "must be 1-64 printable ASCII characters without whitespace, '{' or '}'")
+        )
+    if not 1 <= quantity <= MAX_QUANTITY:
+        v.append(FieldViolation("quantity", f"must be 1..{MAX_QUANTITY}, got {quantity}"))
+    if not 0 <= limit <= MAX_NEARBY_STORES:
+        v.append(FieldViolation("max_stores", f"must be 0..{MAX_NEARBY_STORES}, got {limit}"))
+    k = network.index.get(store)
+    if not store:
+        v.append(FieldViolation("store", "is required"))
+    elif k is None:
+        if not v:
+            raise UnknownNode(store, field="store")
+        v.append(FieldViolation("store", f"node {store!r} is not defined"))
+    elif network.nodes[k].type != NodeType.STORE:
+        v.append(FieldViolation("store", f"node {store!r} is not a store"))
     if v:
         first = v[0]
         more = f" (and {len(v) - 1} more)" if len(v) > 1 else ""

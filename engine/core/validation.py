@@ -34,6 +34,7 @@ import re
 from collections.abc import Sequence
 
 from engine.core.errors import FieldViolation, InvalidArgument
+from engine.core.network import node_violations
 from engine.core.types import (
     MAX_AVAILABILITY_SKUS,
     MAX_LINES,
@@ -57,6 +58,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_REGION_LENGTH",
     "MAX_SUPPLY_CHANGES",
+    "channel_violations",
     "is_valid_request_id",
     "validate_availability",
     "validate_channel",
@@ -94,6 +96,13 @@ _CHANNEL_RULE = (
 def is_valid_request_id(value: str) -> bool:
     """True for a usable ``x-request-id`` (the same rule as reservation ids)."""
     return _ID.fullmatch(value) is not None
+
+
+def channel_violations(channel: str, field: str = "channel") -> list[FieldViolation]:
+    """What is wrong with a channel id's form (whether it exists is the store's business)."""
+    if _CHANNEL.fullmatch(channel) is None:
+        return [_id_violation(field, channel, _CHANNEL_RULE)]
+    return []
 
 
 def validate_reservation_id(reservation_id: str) -> None:
@@ -230,6 +239,10 @@ def validate_node(node: Node, prefix: str = "node") -> None:
         v.append(
             FieldViolation(f"{prefix}.time_zone", "must be an IANA time zone name such as Europe/Berlin")
         )
+    # The fulfillment fields (calendar, capabilities, capacity); a field refused
+    # above (a malformed time zone) is not reported twice.
+    reported = {violation.field for violation in v}
+    v.extend(x for x in node_violations(node, prefix) if x.field not in reported)
     if v:
         _fail(v)
 

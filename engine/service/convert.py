@@ -10,8 +10,10 @@ in the API mean "not given" and become None here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.type import date_pb2, timeofday_pb2
 
 from engine._proto.inventory.v1 import (
     admin_service_pb2,
@@ -20,8 +22,12 @@ from engine._proto.inventory.v1 import (
     stock_pb2,
     supply_service_pb2,
 )
+from engine.core.network import Destination
+from engine.core.promising import LineOption, Quote, QuoteLine, QuoteRequest, StoreStock, SupplySource
 from engine.core.types import (
+    Capability,
     Channel,
+    FulfillmentMethod,
     LineRequest,
     Node,
     NodeType,
@@ -34,6 +40,7 @@ from engine.core.types import (
     SupplyKind,
     SupplyOp,
 )
+from engine.service.quoting import StoreAisle
 from engine.store.base import AuditReport
 
 __all__ = [
@@ -43,8 +50,11 @@ __all__ = [
     "channel_from_pb",
     "channel_pb",
     "duration_s",
+    "find_in_stores_pb",
     "node_from_pb",
     "node_pb",
+    "quote_pb",
+    "quote_request",
     "reservation_pb",
     "reserve_request",
     "safety_stock_ops",
@@ -60,6 +70,18 @@ _STATE_PB = {
 }
 _NODE_TYPE_PB = {t: network_service_pb2.NodeType.Value(f"NODE_TYPE_{t.name}") for t in NodeType}
 _NODE_TYPE_FROM_PB = {pb: t for t, pb in _NODE_TYPE_PB.items()}
+_METHOD_PB = {
+    m: inventory_service_pb2.FulfillmentMethod.Value(f"FULFILLMENT_METHOD_{m.name}")
+    for m in FulfillmentMethod
+}
+_METHOD_FROM_PB = {pb: m for m, pb in _METHOD_PB.items()}
+# INBOUND (backorders against purchase orders) has no wire value yet: future
+# supply cannot be set through the API, so a quote never contains it.
+_SOURCE_PB: dict[SupplySource, int] = {
+    s: inventory_service_pb2.SupplySource.Value(f"SUPPLY_SOURCE_{s.name}")
+    for s in SupplySource
+    if s != SupplySource.INBOUND
+}
 
 
 # ------------------------------------------------------------------- requests
@@ -99,6 +121,28 @@ def safety_stock_ops(pb: supply_service_pb2.SetSafetyStockRequest) -> list[Suppl
 def node_from_pb(pb: network_service_pb2.Node) -> Node:
     # UNSPECIFIED or an unknown number stays an int, which validation rejects by name.
     node_type = _NODE_TYPE_FROM_PB.get(pb.type, pb.type)
+    # Unset fields keep the domain's defaults (see engine.core.types.Node), so a
+    # client that predates the calendar fields defines the same node as before.
+    optional: dict[str, object] = {}
+    if pb.HasField("capabilities"):
+        c = pb.capabilities
+        optional["capabilities"] = (
+            (Capability.SHIP if c.ship else Capability.NONE)
+            | (Capability.PICKUP if c.pickup else Capability.NONE)
+            | (Capability.SHIP_FROM_STORE if c.ship_from_store else Capability.NONE)
+        )
+    if pb.HasField("pickup_minutes"):
+        optional["pickup_minutes"] = pb.pickup_minutes
+    if pb.HasField("cutoff"):
+        optional["cutoff"] = _hhmm(pb.cutoff)
+    if pb.HasField("opens_at"):
+        optional["opens_at"] = _hhmm(pb.opens_at)
+    if pb.open_weekdays:
+        # google.type.DayOfWeek numbers Monday 1 .. Sunday 7, as ISO does;
+        # UNSPECIFIED (0) is left for validation to refuse.
+        optional["open_weekdays"] = tuple(pb.open_weekdays)
+    if pb.HasField("daily_capacity"):
+        optional["daily_capacity"] = pb.daily_capacity
     return Node(
         id=pb.id,
         type=node_type,  # type: ignore[arg-type]
@@ -107,11 +151,57 @@ def node_from_pb(pb: network_service_pb2.Node) -> Node:
         latitude=pb.latitude,
         longitude=pb.longitude,
         time_zone=pb.time_zone or "UTC",
+        postal_prefix=pb.postal_prefix,
+        processing_days=pb.processing_days,
+        holidays=tuple(_iso_date(d) for d in pb.holidays),
+        **optional,  # type: ignore[arg-type]
     )
+
+
+def _hhmm(t: timeofday_pb2.TimeOfDay) -> str:
+    """``HH:MM``; seconds or out-of-range values give a text validation refuses."""
+    if t.seconds or t.nanos:
+        return f"{t.hours:02d}:{t.minutes:02d}:{t.seconds:02d}.{t.nanos:09d}"
+    return f"{t.hours:02d}:{t.minutes:02d}"
+
+
+def _iso_date(d: date_pb2.Date) -> str:
+    # A partial date (year, month or day 0) becomes an invalid ISO date, refused by validation.
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
 
 
 def channel_from_pb(pb: network_service_pb2.Channel) -> Channel:
     return Channel(id=pb.id, nodes=tuple(pb.nodes), name=pb.name)
+
+
+def quote_request(pb: inventory_service_pb2.QuoteRequest) -> tuple[str, QuoteRequest]:
+    """The channel and the domain request; an empty method list is filled in from
+    what the request gives (a destination: SHIP; a pickup store: PICKUP)."""
+    destination = None
+    if pb.HasField("destination"):
+        d = pb.destination
+        destination = Destination(
+            postal_code=d.postal_code,
+            latitude=d.latitude if d.HasField("latitude") else None,
+            longitude=d.longitude if d.HasField("longitude") else None,
+            region=d.region,
+        )
+    # UNSPECIFIED or an unknown number stays an int, which validation rejects by position.
+    methods = tuple(_METHOD_FROM_PB.get(m, m) for m in pb.methods)
+    if not methods:
+        given = (
+            (FulfillmentMethod.SHIP, destination is not None),
+            (FulfillmentMethod.PICKUP, bool(pb.pickup_store)),
+        )
+        methods = tuple(m for m, present in given if present)
+    return pb.channel, QuoteRequest(
+        lines=tuple(QuoteLine(line.sku, line.quantity) for line in pb.lines),
+        destination=destination,
+        pickup_store=pb.pickup_store or None,
+        methods=methods,  # type: ignore[arg-type]
+        service_levels=tuple(pb.service_levels),
+        allow_split=pb.allow_split,
+    )
 
 
 # -------------------------------------------------------------------- replies
@@ -201,7 +291,9 @@ def supply_pb(changes: Sequence[StockChange]) -> supply_service_pb2.SupplyChange
 
 
 def node_pb(node: Node) -> network_service_pb2.Node:
-    return network_service_pb2.Node(
+    """Every field with its effective value (defaults filled in), except
+    capabilities by type and unlimited capacity, which stay unset."""
+    out = network_service_pb2.Node(
         id=node.id,
         type=_NODE_TYPE_PB[node.type],
         name=node.name,
@@ -209,11 +301,77 @@ def node_pb(node: Node) -> network_service_pb2.Node:
         latitude=node.latitude,
         longitude=node.longitude,
         time_zone=node.time_zone,
+        postal_prefix=node.postal_prefix,
+        processing_days=node.processing_days,
+        pickup_minutes=node.pickup_minutes,
+        open_weekdays=list(node.open_weekdays),
     )
+    if node.capabilities is not None:
+        caps = node.capabilities
+        out.capabilities.ship = bool(caps & Capability.SHIP)
+        out.capabilities.pickup = bool(caps & Capability.PICKUP)
+        out.capabilities.ship_from_store = bool(caps & Capability.SHIP_FROM_STORE)
+    for wall, target in ((node.cutoff, out.cutoff), (node.opens_at, out.opens_at)):
+        hours, minutes = wall.split(":")
+        target.hours, target.minutes = int(hours), int(minutes)
+    for holiday in node.holidays:
+        d = date.fromisoformat(holiday)
+        out.holidays.add(year=d.year, month=d.month, day=d.day)
+    if node.daily_capacity is not None:
+        out.daily_capacity = node.daily_capacity
+    return out
 
 
 def channel_pb(channel: Channel) -> network_service_pb2.Channel:
     return network_service_pb2.Channel(id=channel.id, name=channel.name, nodes=list(channel.nodes))
+
+
+def _set_date(out: date_pb2.Date, d: date) -> None:
+    out.year, out.month, out.day = d.year, d.month, d.day
+
+
+def quote_pb(quote: Quote) -> inventory_service_pb2.QuoteResponse:
+    out = inventory_service_pb2.QuoteResponse()
+    _set_timestamp(out.quote_time, quote.quoted_at.timestamp())
+    for line in quote.lines:
+        pb_line = out.lines.add(line_index=line.index, sku=line.sku, quantity=line.quantity)
+        for option in line.options:
+            _option_pb(pb_line.options.add(), option)
+    return out
+
+
+def _option_pb(out: inventory_service_pb2.FulfillmentOption, option: LineOption) -> None:
+    out.method = _METHOD_PB[option.method]
+    out.service_level = option.service_level or ""
+    out.split = option.split
+    _set_date(out.promise_date, option.promise_date)
+    if option.ready_at is not None:
+        _set_timestamp(out.ready_time, option.ready_at.timestamp())
+        out.ready_time_zone = str(option.ready_at.tzinfo)
+    for a in option.allocations:
+        pb = out.allocations.add(node=a.node, quantity=a.quantity, source=_SOURCE_PB[a.source])
+        _set_date(pb.promise_date, a.promise_date)
+        if a.ship_date is not None:
+            _set_date(pb.ship_date, a.ship_date)
+        if a.distance_km is not None:
+            pb.distance_km = a.distance_km
+
+
+def find_in_stores_pb(found: StoreAisle) -> inventory_service_pb2.FindInStoresResponse:
+    aisle = found.aisle
+    out = inventory_service_pb2.FindInStoresResponse(sku=aisle.sku, quantity=aisle.quantity)
+    _store_stock_pb(out.store, aisle.here, found.time_zones[aisle.here.node])
+    for stock in aisle.nearby:
+        _store_stock_pb(out.nearby_stores.add(), stock, found.time_zones[stock.node])
+    return out
+
+
+def _store_stock_pb(out: inventory_service_pb2.StoreAvailability, stock: StoreStock, zone: str) -> None:
+    out.node, out.name, out.atp, out.distance_km = stock.node, stock.name, stock.atp, stock.distance_km
+    out.time_zone = zone
+    if stock.ready_at is not None:
+        _set_timestamp(out.pickup_time, stock.ready_at.timestamp())
+        _set_date(out.pickup_date, stock.ready_at.date())
 
 
 def audit_pb(report: AuditReport) -> admin_service_pb2.AuditResponse:

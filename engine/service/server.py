@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
@@ -36,12 +37,14 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2_grpc,
 )
 from engine.config import ServerConfig
+from engine.core.carriers import default_carriers
 from engine.service.interceptors import (
     AdmissionInterceptor,
     AdmissionLimiter,
     RequestIdGenerator,
     RequestIdInterceptor,
 )
+from engine.service.quoting import StorePromiser
 from engine.service.servicers import AdminServicer, InventoryServicer, NetworkServicer, SupplyServicer
 from engine.store.base import Store
 
@@ -74,6 +77,7 @@ class EngineServer:
         store: Store,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.limiter = AdmissionLimiter(config.max_concurrent_rpcs)
@@ -100,8 +104,13 @@ class EngineServer:
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
+        # Promise dates read this clock (tests pin it); the store keeps its own
+        # for holds and expiry.
+        promiser = StorePromiser(
+            store, carriers=config.carriers or default_carriers(), clock=clock, impl=config.promise_impl
+        )
         inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
-            InventoryServicer(store), self._server
+            InventoryServicer(store, promiser), self._server
         )
         supply_service_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(store), self._server)
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(store), self._server)
@@ -142,11 +151,13 @@ async def serve(
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     on_bound: Callable[[int], object] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """Serve until ``stop`` is set or the process gets SIGTERM/SIGINT, then shut down gracefully.
 
     ``on_bound`` receives the bound port (useful with ``listen`` port 0) just
     before ``started`` is set. The store must be started; it is left open.
+    ``clock`` dates quotes (the store has its own for holds).
 
     Metrics: with ``config.metrics_port`` the metrics endpoint is bound first (a
     taken port fails the start before any gRPC traffic is accepted) and closed
@@ -162,7 +173,7 @@ async def serve(
     sampler: asyncio.Task[None] | None = None
     installed: list[signal.Signals] = []
     try:
-        server = EngineServer(config, store)
+        server = EngineServer(config, store, clock=clock)
         port = await server.start()
         ledger = getattr(store, "ledger", None)
         metrics.set_worker_info(

@@ -16,6 +16,7 @@ request id and answered INTERNAL without internals.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -31,6 +32,7 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2,
     supply_service_pb2_grpc,
 )
+from engine.core.carriers import default_carriers
 from engine.core.errors import EngineError, FieldViolation, InvalidArgument
 from engine.core.types import Reservation, SupplyOp
 from engine.core.validation import (
@@ -47,6 +49,7 @@ from engine.observability import metrics
 from engine.service import convert
 from engine.service.errors import DeadlineExceeded, code_for, status_for
 from engine.service.interceptors import current_request_id
+from engine.service.quoting import StorePromiser
 from engine.store.base import Store
 
 __all__ = [
@@ -61,6 +64,8 @@ __all__ = [
 log = logging.getLogger("engine.service")
 
 _NOOP_RESPONSE = admin_service_pb2.NoopResponse()
+# FindInStores without max_stores: what fits a POS screen.
+DEFAULT_NEARBY_STORES = 5
 
 
 def check_deadline(context: grpc.aio.ServicerContext) -> None:
@@ -93,8 +98,11 @@ def _reservation_metadata(reservation_id: str) -> dict[str, str] | None:
 
 
 class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, promiser: StorePromiser | None = None) -> None:
         self._store = store
+        # Without one: the sample carriers and the real clock (EngineServer
+        # passes the configured ones).
+        self._promiser = promiser or StorePromiser(store, carriers=default_carriers(), clock=time.time)
 
     async def Reserve(
         self, request: inventory_service_pb2.ReserveRequest, context: grpc.aio.ServicerContext
@@ -174,6 +182,32 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             validate_availability(skus, channel, nodes)
             results = await self._store.availability(skus, channel, nodes or None, request.include_nodes)
             return convert.availability_pb(results)
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def Quote(
+        self, request: inventory_service_pb2.QuoteRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.QuoteResponse:
+        # Read-only: validation needs the network (service levels, the pickup
+        # store), so it runs inside the promiser, before the stock is read.
+        try:
+            channel, quote_request = convert.quote_request(request)
+            return convert.quote_pb(await self._promiser.quote(channel, quote_request))
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def FindInStores(
+        self, request: inventory_service_pb2.FindInStoresRequest, context: grpc.aio.ServicerContext
+    ) -> inventory_service_pb2.FindInStoresResponse:
+        try:
+            found = await self._promiser.find_in_stores(
+                request.channel,
+                request.store,
+                request.sku,
+                quantity=request.quantity or 1,
+                limit=request.max_stores or DEFAULT_NEARBY_STORES,
+            )
+            return convert.find_in_stores_pb(found)
         except Exception as exc:
             await fail(context, exc)
 

@@ -28,7 +28,8 @@ class ServerThread:
 
     ``store_factory`` runs on the server's loop and returns a started store (or
     an awaitable of one), as for :func:`engine.service.server.run`; the store is
-    closed after the server stopped.
+    closed after the server stopped. ``clock`` (default: the real one) dates
+    quotes; give the store the same one to pin all of the engine's time.
     """
 
     def __init__(
@@ -38,9 +39,11 @@ class ServerThread:
         *,
         use_uvloop: bool = True,
         start_timeout_s: float = 10.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config or ServerConfig(listen="127.0.0.1:0", grace_s=1.0)
         self._store_factory = store_factory
+        self._clock = clock
         self._use_uvloop = use_uvloop
         self._start_timeout_s = start_timeout_s
         self._ready = threading.Event()
@@ -108,8 +111,9 @@ class ServerThread:
         store: Store = await made if inspect.isawaitable(made) else made
         self.store = store
         try:
+            clock_kw = {} if self._clock is None else {"clock": self._clock}
             task = asyncio.create_task(
-                serve(self.config, store, started=started, stop=self._stop, on_bound=self._bound)
+                serve(self.config, store, started=started, stop=self._stop, on_bound=self._bound, **clock_kw)
             )
             waiter = asyncio.create_task(started.wait())
             done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$inventory/v1/inventory_service.proto\x12\x0cinventory.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x0eReserveRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12(\n\x05lines\x18\x03 \x03(\x0b\x32\x19.inventory.v1.LineRequest\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\":\n\x0bLineRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\"\xb4\x02\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\x12,\n\x05lines\x18\x04 \x03(\x0b\x32\x1d.inventory.v1.ReservationLine\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe0\x01\n\x0fReservationLine\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x1a\n\x12requested_quantity\x18\x03 \x01(\x03\x12\x16\n\x0erequested_node\x18\x04 \x01(\t\x12-\n\x0b\x61llocations\x18\x05 \x03(\x0b\x32\x18.inventory.v1.Allocation\x12\x1a\n\x12\x61llocated_quantity\x18\x06 \x01(\x03\x12-\n\x05state\x18\x07 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\",\n\nAllocation\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"\'\n\rCommitRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\">\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x14\n\x0cline_indexes\x18\x02 \x03(\x05\">\n\x0e\x46ulfillRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x14\n\x0cline_indexes\x18\x02 \x03(\x05\"Z\n\x18\x45xtendReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"]\n\x16GetAvailabilityRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x15\n\rinclude_nodes\x18\x04 \x01(\x08\"P\n\x17GetAvailabilityResponse\x12\x35\n\x0e\x61vailabilities\x18\x01 \x03(\x0b\x32\x1d.inventory.v1.SkuAvailability\"Z\n\x0fSkuAvailability\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0b\n\x03\x61tp\x18\x02 \x01(\x03\x12-\n\x05nodes\x18\x03 \x03(\x0b\x32\x1e.inventory.v1.NodeAvailability\"y\n\x10NodeAvailability\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07on_hand\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\x12\x11\n\tcommitted\x18\x04 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x05 \x01(\x03\x12\x0b\n\x03\x61tp\x18\x06 \x01(\x03*\xd2\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATE_FULFILLED\x10\x03\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x04\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x05\x32\xaa\x04\n\x10InventoryService\x12\x42\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x19.inventory.v1.Reservation\x12@\n\x06\x43ommit\x12\x1b.inventory.v1.CommitRequest\x1a\x19.inventory.v1.Reservation\x12\x42\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x19.inventory.v1.Reservation\x12\x42\n\x07\x46ulfill\x12\x1c.inventory.v1.FulfillRequest\x1a\x19.inventory.v1.Reservation\x12V\n\x11\x45xtendReservation\x12&.inventory.v1.ExtendReservationRequest\x1a\x19.inventory.v1.Reservation\x12P\n\x0eGetReservation\x12#.inventory.v1.GetReservationRequest\x1a\x19.inventory.v1.Reservation\x12^\n\x0fGetAvailability\x12$.inventory.v1.GetAvailabilityRequest\x1a%.inventory.v1.GetAvailabilityResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$inventory/v1/inventory_service.proto\x12\x0cinventory.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xa2\x01\n\x0eReserveRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12(\n\x05lines\x18\x03 \x03(\x0b\x32\x19.inventory.v1.LineRequest\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\":\n\x0bLineRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\"\xb4\x02\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\x12,\n\x05lines\x18\x04 \x03(\x0b\x32\x1d.inventory.v1.ReservationLine\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe0\x01\n\x0fReservationLine\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x1a\n\x12requested_quantity\x18\x03 \x01(\x03\x12\x16\n\x0erequested_node\x18\x04 \x01(\t\x12-\n\x0b\x61llocations\x18\x05 \x03(\x0b\x32\x18.inventory.v1.Allocation\x12\x1a\n\x12\x61llocated_quantity\x18\x06 \x01(\x03\x12-\n\x05state\x18\x07 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\",\n\nAllocation\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"\'\n\rCommitRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\">\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x14\n\x0cline_indexes\x18\x02 \x03(\x05\">\n\x0e\x46ulfillRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x14\n\x0cline_indexes\x18\x02 \x03(\x05\"Z\n\x18\x45xtendReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"]\n\x16GetAvailabilityRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x15\n\rinclude_nodes\x18\x04 \x01(\x08\"P\n\x17GetAvailabilityResponse\x12\x35\n\x0e\x61vailabilities\x18\x01 \x03(\x0b\x32\x1d.inventory.v1.SkuAvailability\"Z\n\x0fSkuAvailability\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0b\n\x03\x61tp\x18\x02 \x01(\x03\x12-\n\x05nodes\x18\x03 \x03(\x0b\x32\x1e.inventory.v1.NodeAvailability\"y\n\x10NodeAvailability\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07on_hand\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\x12\x11\n\tcommitted\x18\x04 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x05 \x01(\x03\x12\x0b\n\x03\x61tp\x18\x06 \x01(\x03\"\xec\x01\n\x0cQuoteRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12&\n\x05lines\x18\x02 \x03(\x0b\x32\x17.inventory.v1.QuoteLine\x12.\n\x0b\x64\x65stination\x18\x03 \x01(\x0b\x32\x19.inventory.v1.Destination\x12\x14\n\x0cpickup_store\x18\x04 \x01(\t\x12\x30\n\x07methods\x18\x05 \x03(\x0e\x32\x1f.inventory.v1.FulfillmentMethod\x12\x16\n\x0eservice_levels\x18\x06 \x03(\t\x12\x13\n\x0b\x61llow_split\x18\x07 \x01(\x08\"*\n\tQuoteLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"|\n\x0b\x44\x65stination\x12\x13\n\x0bpostal_code\x18\x01 \x01(\t\x12\x15\n\x08latitude\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tlongitude\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06region\x18\x04 \x01(\tB\x0b\n\t_latitudeB\x0c\n\n_longitude\"g\n\rQuoteResponse\x12.\n\nquote_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05lines\x18\x02 \x03(\x0b\x32\x17.inventory.v1.LineQuote\"p\n\tLineQuote\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x30\n\x07options\x18\x04 \x03(\x0b\x32\x1f.inventory.v1.FulfillmentOption\"\x92\x02\n\x11\x46ulfillmentOption\x12/\n\x06method\x18\x01 \x01(\x0e\x32\x1f.inventory.v1.FulfillmentMethod\x12\x15\n\rservice_level\x18\x02 \x01(\t\x12\'\n\x0cpromise_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12.\n\nready_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fready_time_zone\x18\x05 \x01(\t\x12\x34\n\x0b\x61llocations\x18\x06 \x03(\x0b\x32\x1f.inventory.v1.SourcedAllocation\x12\r\n\x05split\x18\x07 \x01(\x08\"\xd8\x01\n\x11SourcedAllocation\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12*\n\x06source\x18\x03 \x01(\x0e\x32\x1a.inventory.v1.SupplySource\x12\'\n\x0cpromise_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12$\n\tship_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\x18\n\x0b\x64istance_km\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_distance_km\"h\n\x13\x46indInStoresRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x12\n\nmax_stores\x18\x05 \x01(\x05\"\x9d\x01\n\x14\x46indInStoresResponse\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12.\n\x05store\x18\x03 \x01(\x0b\x32\x1f.inventory.v1.StoreAvailability\x12\x36\n\rnearby_stores\x18\x04 \x03(\x0b\x32\x1f.inventory.v1.StoreAvailability\"\xbd\x01\n\x11StoreAvailability\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03\x61tp\x18\x03 \x01(\x03\x12\x13\n\x0b\x64istance_km\x18\x04 \x01(\x01\x12/\n\x0bpickup_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x0bpickup_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x11\n\ttime_zone\x18\x07 \x01(\t*\xd2\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATE_FULFILLED\x10\x03\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x04\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x05*s\n\x11\x46ulfillmentMethod\x12\"\n\x1e\x46ULFILLMENT_METHOD_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46ULFILLMENT_METHOD_SHIP\x10\x01\x12\x1d\n\x19\x46ULFILLMENT_METHOD_PICKUP\x10\x02*b\n\x0cSupplySource\x12\x1d\n\x19SUPPLY_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13SUPPLY_SOURCE_STOCK\x10\x01\x12\x1a\n\x16SUPPLY_SOURCE_TRANSFER\x10\x02\x32\xc3\x05\n\x10InventoryService\x12\x42\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x19.inventory.v1.Reservation\x12@\n\x06\x43ommit\x12\x1b.inventory.v1.CommitRequest\x1a\x19.inventory.v1.Reservation\x12\x42\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x19.inventory.v1.Reservation\x12\x42\n\x07\x46ulfill\x12\x1c.inventory.v1.FulfillRequest\x1a\x19.inventory.v1.Reservation\x12V\n\x11\x45xtendReservation\x12&.inventory.v1.ExtendReservationRequest\x1a\x19.inventory.v1.Reservation\x12P\n\x0eGetReservation\x12#.inventory.v1.GetReservationRequest\x1a\x19.inventory.v1.Reservation\x12^\n\x0fGetAvailability\x12$.inventory.v1.GetAvailabilityRequest\x1a%.inventory.v1.GetAvailabilityResponse\x12@\n\x05Quote\x12\x1a.inventory.v1.QuoteRequest\x1a\x1b.inventory.v1.QuoteResponse\x12U\n\x0c\x46indInStores\x12!.inventory.v1.FindInStoresRequest\x1a\".inventory.v1.FindInStoresResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +35,60 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inventory.v1.inventory_serv
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020com.inventory.v1P\001Z\030inventory/v1;inventoryv1'
-  _globals['_RESERVATIONSTATE']._serialized_start=1631
-  _globals['_RESERVATIONSTATE']._serialized_end=1841
-  _globals['_RESERVEREQUEST']._serialized_start=120
-  _globals['_RESERVEREQUEST']._serialized_end=282
-  _globals['_LINEREQUEST']._serialized_start=284
-  _globals['_LINEREQUEST']._serialized_end=342
-  _globals['_RESERVATION']._serialized_start=345
-  _globals['_RESERVATION']._serialized_end=653
-  _globals['_RESERVATIONLINE']._serialized_start=656
-  _globals['_RESERVATIONLINE']._serialized_end=880
-  _globals['_ALLOCATION']._serialized_start=882
-  _globals['_ALLOCATION']._serialized_end=926
-  _globals['_COMMITREQUEST']._serialized_start=928
-  _globals['_COMMITREQUEST']._serialized_end=967
-  _globals['_RELEASEREQUEST']._serialized_start=969
-  _globals['_RELEASEREQUEST']._serialized_end=1031
-  _globals['_FULFILLREQUEST']._serialized_start=1033
-  _globals['_FULFILLREQUEST']._serialized_end=1095
-  _globals['_EXTENDRESERVATIONREQUEST']._serialized_start=1097
-  _globals['_EXTENDRESERVATIONREQUEST']._serialized_end=1187
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=1189
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=1236
-  _globals['_GETAVAILABILITYREQUEST']._serialized_start=1238
-  _globals['_GETAVAILABILITYREQUEST']._serialized_end=1331
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=1333
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=1413
-  _globals['_SKUAVAILABILITY']._serialized_start=1415
-  _globals['_SKUAVAILABILITY']._serialized_end=1505
-  _globals['_NODEAVAILABILITY']._serialized_start=1507
-  _globals['_NODEAVAILABILITY']._serialized_end=1628
-  _globals['_INVENTORYSERVICE']._serialized_start=1844
-  _globals['_INVENTORYSERVICE']._serialized_end=2398
+  _globals['_RESERVATIONSTATE']._serialized_start=3237
+  _globals['_RESERVATIONSTATE']._serialized_end=3447
+  _globals['_FULFILLMENTMETHOD']._serialized_start=3449
+  _globals['_FULFILLMENTMETHOD']._serialized_end=3564
+  _globals['_SUPPLYSOURCE']._serialized_start=3566
+  _globals['_SUPPLYSOURCE']._serialized_end=3664
+  _globals['_RESERVEREQUEST']._serialized_start=144
+  _globals['_RESERVEREQUEST']._serialized_end=306
+  _globals['_LINEREQUEST']._serialized_start=308
+  _globals['_LINEREQUEST']._serialized_end=366
+  _globals['_RESERVATION']._serialized_start=369
+  _globals['_RESERVATION']._serialized_end=677
+  _globals['_RESERVATIONLINE']._serialized_start=680
+  _globals['_RESERVATIONLINE']._serialized_end=904
+  _globals['_ALLOCATION']._serialized_start=906
+  _globals['_ALLOCATION']._serialized_end=950
+  _globals['_COMMITREQUEST']._serialized_start=952
+  _globals['_COMMITREQUEST']._serialized_end=991
+  _globals['_RELEASEREQUEST']._serialized_start=993
+  _globals['_RELEASEREQUEST']._serialized_end=1055
+  _globals['_FULFILLREQUEST']._serialized_start=1057
+  _globals['_FULFILLREQUEST']._serialized_end=1119
+  _globals['_EXTENDRESERVATIONREQUEST']._serialized_start=1121
+  _globals['_EXTENDRESERVATIONREQUEST']._serialized_end=1211
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=1213
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=1260
+  _globals['_GETAVAILABILITYREQUEST']._serialized_start=1262
+  _globals['_GETAVAILABILITYREQUEST']._serialized_end=1355
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=1357
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=1437
+  _globals['_SKUAVAILABILITY']._serialized_start=1439
+  _globals['_SKUAVAILABILITY']._serialized_end=1529
+  _globals['_NODEAVAILABILITY']._serialized_start=1531
+  _globals['_NODEAVAILABILITY']._serialized_end=1652
+  _globals['_QUOTEREQUEST']._serialized_start=1655
+  _globals['_QUOTEREQUEST']._serialized_end=1891
+  _globals['_QUOTELINE']._serialized_start=1893
+  _globals['_QUOTELINE']._serialized_end=1935
+  _globals['_DESTINATION']._serialized_start=1937
+  _globals['_DESTINATION']._serialized_end=2061
+  _globals['_QUOTERESPONSE']._serialized_start=2063
+  _globals['_QUOTERESPONSE']._serialized_end=2166
+  _globals['_LINEQUOTE']._serialized_start=2168
+  _globals['_LINEQUOTE']._serialized_end=2280
+  _globals['_FULFILLMENTOPTION']._serialized_start=2283
+  _globals['_FULFILLMENTOPTION']._serialized_end=2557
+  _globals['_SOURCEDALLOCATION']._serialized_start=2560
+  _globals['_SOURCEDALLOCATION']._serialized_end=2776
+  _globals['_FINDINSTORESREQUEST']._serialized_start=2778
+  _globals['_FINDINSTORESREQUEST']._serialized_end=2882
+  _globals['_FINDINSTORESRESPONSE']._serialized_start=2885
+  _globals['_FINDINSTORESRESPONSE']._serialized_end=3042
+  _globals['_STOREAVAILABILITY']._serialized_start=3045
+  _globals['_STOREAVAILABILITY']._serialized_end=3234
+  _globals['_INVENTORYSERVICE']._serialized_start=3667
+  _globals['_INVENTORYSERVICE']._serialized_end=4374
 # @@protoc_insertion_point(module_scope)

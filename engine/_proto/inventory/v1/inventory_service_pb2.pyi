@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.type import date_pb2 as _date_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -19,12 +20,30 @@ class ReservationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESERVATION_STATE_FULFILLED: _ClassVar[ReservationState]
     RESERVATION_STATE_RELEASED: _ClassVar[ReservationState]
     RESERVATION_STATE_EXPIRED: _ClassVar[ReservationState]
+
+class FulfillmentMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FULFILLMENT_METHOD_UNSPECIFIED: _ClassVar[FulfillmentMethod]
+    FULFILLMENT_METHOD_SHIP: _ClassVar[FulfillmentMethod]
+    FULFILLMENT_METHOD_PICKUP: _ClassVar[FulfillmentMethod]
+
+class SupplySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUPPLY_SOURCE_UNSPECIFIED: _ClassVar[SupplySource]
+    SUPPLY_SOURCE_STOCK: _ClassVar[SupplySource]
+    SUPPLY_SOURCE_TRANSFER: _ClassVar[SupplySource]
 RESERVATION_STATE_UNSPECIFIED: ReservationState
 RESERVATION_STATE_HELD: ReservationState
 RESERVATION_STATE_COMMITTED: ReservationState
 RESERVATION_STATE_FULFILLED: ReservationState
 RESERVATION_STATE_RELEASED: ReservationState
 RESERVATION_STATE_EXPIRED: ReservationState
+FULFILLMENT_METHOD_UNSPECIFIED: FulfillmentMethod
+FULFILLMENT_METHOD_SHIP: FulfillmentMethod
+FULFILLMENT_METHOD_PICKUP: FulfillmentMethod
+SUPPLY_SOURCE_UNSPECIFIED: SupplySource
+SUPPLY_SOURCE_STOCK: SupplySource
+SUPPLY_SOURCE_TRANSFER: SupplySource
 
 class ReserveRequest(_message.Message):
     __slots__ = ("reservation_id", "channel", "lines", "ttl", "allow_partial")
@@ -175,3 +194,139 @@ class NodeAvailability(_message.Message):
     safety_stock: int
     atp: int
     def __init__(self, node: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., committed: _Optional[int] = ..., safety_stock: _Optional[int] = ..., atp: _Optional[int] = ...) -> None: ...
+
+class QuoteRequest(_message.Message):
+    __slots__ = ("channel", "lines", "destination", "pickup_store", "methods", "service_levels", "allow_split")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_STORE_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    lines: _containers.RepeatedCompositeFieldContainer[QuoteLine]
+    destination: Destination
+    pickup_store: str
+    methods: _containers.RepeatedScalarFieldContainer[FulfillmentMethod]
+    service_levels: _containers.RepeatedScalarFieldContainer[str]
+    allow_split: bool
+    def __init__(self, channel: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[QuoteLine, _Mapping]]] = ..., destination: _Optional[_Union[Destination, _Mapping]] = ..., pickup_store: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[FulfillmentMethod, str]]] = ..., service_levels: _Optional[_Iterable[str]] = ..., allow_split: _Optional[bool] = ...) -> None: ...
+
+class QuoteLine(_message.Message):
+    __slots__ = ("sku", "quantity")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    quantity: int
+    def __init__(self, sku: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
+
+class Destination(_message.Message):
+    __slots__ = ("postal_code", "latitude", "longitude", "region")
+    POSTAL_CODE_FIELD_NUMBER: _ClassVar[int]
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    postal_code: str
+    latitude: float
+    longitude: float
+    region: str
+    def __init__(self, postal_code: _Optional[str] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., region: _Optional[str] = ...) -> None: ...
+
+class QuoteResponse(_message.Message):
+    __slots__ = ("quote_time", "lines")
+    QUOTE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    quote_time: _timestamp_pb2.Timestamp
+    lines: _containers.RepeatedCompositeFieldContainer[LineQuote]
+    def __init__(self, quote_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[LineQuote, _Mapping]]] = ...) -> None: ...
+
+class LineQuote(_message.Message):
+    __slots__ = ("line_index", "sku", "quantity", "options")
+    LINE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    line_index: int
+    sku: str
+    quantity: int
+    options: _containers.RepeatedCompositeFieldContainer[FulfillmentOption]
+    def __init__(self, line_index: _Optional[int] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., options: _Optional[_Iterable[_Union[FulfillmentOption, _Mapping]]] = ...) -> None: ...
+
+class FulfillmentOption(_message.Message):
+    __slots__ = ("method", "service_level", "promise_date", "ready_time", "ready_time_zone", "allocations", "split")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    READY_TIME_FIELD_NUMBER: _ClassVar[int]
+    READY_TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    method: FulfillmentMethod
+    service_level: str
+    promise_date: _date_pb2.Date
+    ready_time: _timestamp_pb2.Timestamp
+    ready_time_zone: str
+    allocations: _containers.RepeatedCompositeFieldContainer[SourcedAllocation]
+    split: bool
+    def __init__(self, method: _Optional[_Union[FulfillmentMethod, str]] = ..., service_level: _Optional[str] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time_zone: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[SourcedAllocation, _Mapping]]] = ..., split: _Optional[bool] = ...) -> None: ...
+
+class SourcedAllocation(_message.Message):
+    __slots__ = ("node", "quantity", "source", "promise_date", "ship_date", "distance_km")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    SHIP_DATE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_KM_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    quantity: int
+    source: SupplySource
+    promise_date: _date_pb2.Date
+    ship_date: _date_pb2.Date
+    distance_km: float
+    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ..., source: _Optional[_Union[SupplySource, str]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., distance_km: _Optional[float] = ...) -> None: ...
+
+class FindInStoresRequest(_message.Message):
+    __slots__ = ("channel", "store", "sku", "quantity", "max_stores")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORES_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    store: str
+    sku: str
+    quantity: int
+    max_stores: int
+    def __init__(self, channel: _Optional[str] = ..., store: _Optional[str] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., max_stores: _Optional[int] = ...) -> None: ...
+
+class FindInStoresResponse(_message.Message):
+    __slots__ = ("sku", "quantity", "store", "nearby_stores")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    NEARBY_STORES_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    quantity: int
+    store: StoreAvailability
+    nearby_stores: _containers.RepeatedCompositeFieldContainer[StoreAvailability]
+    def __init__(self, sku: _Optional[str] = ..., quantity: _Optional[int] = ..., store: _Optional[_Union[StoreAvailability, _Mapping]] = ..., nearby_stores: _Optional[_Iterable[_Union[StoreAvailability, _Mapping]]] = ...) -> None: ...
+
+class StoreAvailability(_message.Message):
+    __slots__ = ("node", "name", "atp", "distance_km", "pickup_time", "pickup_date", "time_zone")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATP_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_KM_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_TIME_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_DATE_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    name: str
+    atp: int
+    distance_km: float
+    pickup_time: _timestamp_pb2.Timestamp
+    pickup_date: _date_pb2.Date
+    time_zone: str
+    def __init__(self, node: _Optional[str] = ..., name: _Optional[str] = ..., atp: _Optional[int] = ..., distance_km: _Optional[float] = ..., pickup_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pickup_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., time_zone: _Optional[str] = ...) -> None: ...

@@ -77,6 +77,16 @@ class InventoryServiceStub:
                 request_serializer=inventory_dot_v1_dot_inventory__service__pb2.GetAvailabilityRequest.SerializeToString,
                 response_deserializer=inventory_dot_v1_dot_inventory__service__pb2.GetAvailabilityResponse.FromString,
                 _registered_method=True)
+        self.Quote = channel.unary_unary(
+                '/inventory.v1.InventoryService/Quote',
+                request_serializer=inventory_dot_v1_dot_inventory__service__pb2.QuoteRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_inventory__service__pb2.QuoteResponse.FromString,
+                _registered_method=True)
+        self.FindInStores = channel.unary_unary(
+                '/inventory.v1.InventoryService/FindInStores',
+                request_serializer=inventory_dot_v1_dot_inventory__service__pb2.FindInStoresRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_inventory__service__pb2.FindInStoresResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -148,6 +158,28 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Quote(self, request, context):
+        """When and from where each line of an order could be delivered or picked
+        up, without holding anything: per line, its fulfillment options (nodes
+        and quantities, method, carrier service level, promise date). Reserve
+        the option the shopper picks with `Reserve` (a line per allocation, with
+        its node). Stock is what the channel may sell now; dates follow each
+        node's calendar (time zone, cutoff, working days, holidays) and the
+        carriers' transit days, from the engine's clock.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindInStores(self, request, context):
+        """Endless aisle, for POS terminals: a SKU's availability at one store and
+        at the nearest other stores of the channel that hold the quantity, with
+        their distance and when an order placed now would be ready for pickup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +217,16 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.GetAvailability,
                     request_deserializer=inventory_dot_v1_dot_inventory__service__pb2.GetAvailabilityRequest.FromString,
                     response_serializer=inventory_dot_v1_dot_inventory__service__pb2.GetAvailabilityResponse.SerializeToString,
+            ),
+            'Quote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Quote,
+                    request_deserializer=inventory_dot_v1_dot_inventory__service__pb2.QuoteRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_inventory__service__pb2.QuoteResponse.SerializeToString,
+            ),
+            'FindInStores': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindInStores,
+                    request_deserializer=inventory_dot_v1_dot_inventory__service__pb2.FindInStoresRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_inventory__service__pb2.FindInStoresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -384,6 +426,60 @@ class InventoryService:
             '/inventory.v1.InventoryService/GetAvailability',
             inventory_dot_v1_dot_inventory__service__pb2.GetAvailabilityRequest.SerializeToString,
             inventory_dot_v1_dot_inventory__service__pb2.GetAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Quote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.InventoryService/Quote',
+            inventory_dot_v1_dot_inventory__service__pb2.QuoteRequest.SerializeToString,
+            inventory_dot_v1_dot_inventory__service__pb2.QuoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindInStores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.InventoryService/FindInStores',
+            inventory_dot_v1_dot_inventory__service__pb2.FindInStoresRequest.SerializeToString,
+            inventory_dot_v1_dot_inventory__service__pb2.FindInStoresResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,3 +1,6 @@
+from google.type import date_pb2 as _date_pb2
+from google.type import dayofweek_pb2 as _dayofweek_pb2
+from google.type import timeofday_pb2 as _timeofday_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -19,7 +22,7 @@ NODE_TYPE_STORE: NodeType
 NODE_TYPE_VENDOR: NodeType
 
 class Node(_message.Message):
-    __slots__ = ("id", "type", "name", "region", "latitude", "longitude", "time_zone")
+    __slots__ = ("id", "type", "name", "region", "latitude", "longitude", "time_zone", "capabilities", "postal_prefix", "processing_days", "pickup_minutes", "cutoff", "opens_at", "open_weekdays", "holidays", "daily_capacity")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +30,15 @@ class Node(_message.Message):
     LATITUDE_FIELD_NUMBER: _ClassVar[int]
     LONGITUDE_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    POSTAL_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PROCESSING_DAYS_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    OPENS_AT_FIELD_NUMBER: _ClassVar[int]
+    OPEN_WEEKDAYS_FIELD_NUMBER: _ClassVar[int]
+    HOLIDAYS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: NodeType
     name: str
@@ -34,7 +46,26 @@ class Node(_message.Message):
     latitude: float
     longitude: float
     time_zone: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[NodeType, str]] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., time_zone: _Optional[str] = ...) -> None: ...
+    capabilities: NodeCapabilities
+    postal_prefix: str
+    processing_days: int
+    pickup_minutes: int
+    cutoff: _timeofday_pb2.TimeOfDay
+    opens_at: _timeofday_pb2.TimeOfDay
+    open_weekdays: _containers.RepeatedScalarFieldContainer[_dayofweek_pb2.DayOfWeek]
+    holidays: _containers.RepeatedCompositeFieldContainer[_date_pb2.Date]
+    daily_capacity: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[NodeType, str]] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., time_zone: _Optional[str] = ..., capabilities: _Optional[_Union[NodeCapabilities, _Mapping]] = ..., postal_prefix: _Optional[str] = ..., processing_days: _Optional[int] = ..., pickup_minutes: _Optional[int] = ..., cutoff: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., opens_at: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., open_weekdays: _Optional[_Iterable[_Union[_dayofweek_pb2.DayOfWeek, str]]] = ..., holidays: _Optional[_Iterable[_Union[_date_pb2.Date, _Mapping]]] = ..., daily_capacity: _Optional[int] = ...) -> None: ...
+
+class NodeCapabilities(_message.Message):
+    __slots__ = ("ship", "pickup", "ship_from_store")
+    SHIP_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_FIELD_NUMBER: _ClassVar[int]
+    SHIP_FROM_STORE_FIELD_NUMBER: _ClassVar[int]
+    ship: bool
+    pickup: bool
+    ship_from_store: bool
+    def __init__(self, ship: _Optional[bool] = ..., pickup: _Optional[bool] = ..., ship_from_store: _Optional[bool] = ...) -> None: ...
 
 class Channel(_message.Message):
     __slots__ = ("id", "name", "nodes")
