@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import REGISTRY
-from store_helpers import Backing, store_factory
+from store_helpers import Backing, backing_for, store_factory, store_params
 
 from engine._proto.inventory.v1 import inventory_service_pb2 as inv_pb
 from engine._proto.inventory.v1 import inventory_service_pb2_grpc as inv_grpc
@@ -67,4 +71,69 @@ def test_out_of_stock_refusals_and_new_shortages_are_counted() -> None:
             sup_pb.SetStockRequest(changes=[sup_pb.StockCount(sku="S", node="dc-1", on_hand=1, version=5)])
         )
         assert total("inventory_shortages_created_total") == shortages_before + 1
+        channel.close()
+
+
+@pytest.fixture(params=store_params("embedded-fast", "redis"))
+def backing(request: pytest.FixtureRequest, tmp_path: Path) -> Backing:
+    return backing_for(request.param, request, tmp_path / "data")
+
+
+def _reserve(
+    inventory: inv_grpc.InventoryServiceStub, rid: str, sku: str, qty: int, ttl_s: int = 600
+) -> None:
+    inventory.Reserve(
+        inv_pb.ReserveRequest(
+            reservation_id=rid,
+            channel="web",
+            lines=[inv_pb.LineRequest(sku=sku, quantity=qty)],
+            ttl=Duration(seconds=ttl_s),
+        )
+    )
+
+
+def test_reservation_outcomes_are_counted_once_where_they_happen(backing: Backing) -> None:
+    with ServerThread(store_factory(backing)) as server:
+        channel = grpc.insecure_channel(server.target)
+        network = net_grpc.NetworkServiceStub(channel)
+        network.UpsertNode(net_pb.UpsertNodeRequest(node=net_pb.Node(id="dc-1", type=net_pb.NODE_TYPE_DC)))
+        network.UpsertChannel(net_pb.UpsertChannelRequest(channel=net_pb.Channel(id="web", nodes=["dc-1"])))
+        sup_grpc.SupplyServiceStub(channel).AdjustStock(
+            sup_pb.AdjustStockRequest(changes=[sup_pb.StockAdjustment(sku="M", node="dc-1", delta=20)])
+        )
+        inventory = inv_grpc.InventoryServiceStub(channel)
+
+        def outcome(name: str) -> float:
+            return total("inventory_reservations_total", channel="web", outcome=name)
+
+        before = {name: outcome(name) for name in ("held", "committed", "fulfilled", "released", "expired")}
+        units_before = total("inventory_reserved_units_total", channel="web")
+        fsyncs_before = total("inventory_journal_fsync_seconds_count")
+
+        _reserve(inventory, "m-1", "M", 3)
+        _reserve(inventory, "m-1", "M", 3)  # a replay: no second hold, not counted
+        _reserve(inventory, "m-2", "M", 2)
+        assert outcome("held") == before["held"] + 2
+        assert total("inventory_reserved_units_total", channel="web") == units_before + 5
+
+        inventory.Commit(inv_pb.CommitRequest(reservation_id="m-1"))
+        inventory.Fulfill(inv_pb.FulfillRequest(reservation_id="m-1"))
+        inventory.Release(inv_pb.ReleaseRequest(reservation_id="m-2"))
+        assert outcome("committed") == before["committed"] + 1
+        assert outcome("fulfilled") == before["fulfilled"] + 1
+        assert outcome("released") == before["released"] + 1
+
+        # A hold left to expire is counted by the sweeper; nothing else touches
+        # its SKU meanwhile (on Redis, a script that did would expire it lazily).
+        sup_grpc.SupplyServiceStub(channel).AdjustStock(
+            sup_pb.AdjustStockRequest(changes=[sup_pb.StockAdjustment(sku="E", node="dc-1", delta=1)])
+        )
+        _reserve(inventory, "m-3", "E", 1, ttl_s=1)
+        deadline = time.monotonic() + 5.0
+        while outcome("expired") < before["expired"] + 1:
+            assert time.monotonic() < deadline, "the expired hold was not counted"
+            time.sleep(0.05)
+        assert outcome("expired") == before["expired"] + 1
+        if backing.kind.startswith("embedded"):
+            assert total("inventory_journal_fsync_seconds_count") > fsyncs_before
         channel.close()

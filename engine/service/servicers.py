@@ -123,32 +123,38 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         try:
             validate_reservation_id(request.reservation_id)
             check_deadline(context)
-            return convert.reservation_pb(await self._store.commit(request.reservation_id))
+            reservation = await self._store.commit(request.reservation_id)
+            # Counted per successful call: a client's retry of a commit counts again.
+            metrics.record_transition("committed", reservation)
+            return convert.reservation_pb(reservation)
         except Exception as exc:
             await fail(context, exc, _reservation_metadata(request.reservation_id))
 
     async def Release(
         self, request: inventory_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> inventory_service_pb2.Reservation:
-        return await self._change_lines(self._store.release, request, context)
+        return await self._change_lines(self._store.release, request, context, "released")
 
     async def Fulfill(
         self, request: inventory_service_pb2.FulfillRequest, context: grpc.aio.ServicerContext
     ) -> inventory_service_pb2.Reservation:
-        return await self._change_lines(self._store.fulfill, request, context)
+        return await self._change_lines(self._store.fulfill, request, context, "fulfilled")
 
     async def _change_lines(
         self,
         store_call: Callable[[str, list[int] | None], Awaitable[Reservation]],
         request: inventory_service_pb2.ReleaseRequest | inventory_service_pb2.FulfillRequest,
         context: grpc.aio.ServicerContext,
+        outcome: metrics.Outcome,
     ) -> inventory_service_pb2.Reservation:
         """Release and Fulfill: the whole reservation, or the listed lines."""
         try:
             indexes = list(request.line_indexes)
             validate_line_change(request.reservation_id, indexes)
             check_deadline(context)
-            return convert.reservation_pb(await store_call(request.reservation_id, indexes or None))
+            reservation = await store_call(request.reservation_id, indexes or None)
+            metrics.record_transition(outcome, reservation)  # per successful call, as Commit
+            return convert.reservation_pb(reservation)
         except Exception as exc:
             await fail(context, exc, _reservation_metadata(request.reservation_id))
 

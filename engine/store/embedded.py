@@ -95,6 +95,7 @@ from engine.core.types import (
     SupplyOp,
 )
 from engine.ledgers import make_ledger
+from engine.observability import metrics
 from engine.store.base import AuditReport
 from engine.store.clock import MonotonicClock
 from engine.store.journal import (
@@ -615,6 +616,10 @@ class EmbeddedStore:
         if not expired:
             return [], None  # the heap's head was stale (extended, committed, released)
         self._stats.expired_holds += len(expired)
+        # Live only: recovery replays expiries through _apply, uncounted (the
+        # process that lived them counted them).
+        ledger = self._ledger
+        metrics.record_expired(ledger.get_reservation(rid).channel for rid in expired)
         if self._writer is None:
             return expired, None  # memory only: nothing to journal
         return expired, self._enqueue(_encode(["expire", now, expired]))
@@ -735,8 +740,10 @@ class EmbeddedStore:
             stats.journal_bytes += result.bytes
             stats.fsyncs += result.fsyncs
             stats.last_batch_records = result.records
+            metrics.observe_journal_batch(result.records)
             if result.fsyncs:
                 stats.last_fsync_seconds = result.fsync_seconds
+                metrics.observe_journal_fsync(result.fsync_seconds)
             stats.durable_seq = writer.durable
             self._inflight = None
             batch.finish(None)
@@ -932,12 +939,15 @@ class EmbeddedStore:
         lines = [(line.sku, int(line.quantity), line.node) for line in request.lines]
         args = [rid, request.channel, lines, float(request.ttl_s), bool(request.allow_partial)]
         is_replay = self._ledger.has_reservation(rid)
-        return await self._write(
+        reservation: Reservation = await self._write(
             "reserve",
             args,
             changed_nothing=lambda _: is_replay,
             answer=lambda _: self._ledger.get_reservation(rid),
         )
+        if not is_replay:
+            metrics.record_held(reservation)
+        return reservation
 
     async def commit(self, reservation_id: str) -> Reservation:
         return await self._transition("commit", [reservation_id])

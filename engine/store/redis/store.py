@@ -461,6 +461,10 @@ class RedisStore:
             reservation = await self._cross.reserve(plan)
         self._wrote(facts.shards)
         self._remember(rid, facts)
+        # Created by this call, or a replay of an earlier one: the scripts store
+        # the creating call's `now` as created_at, read back exactly.
+        if reservation.created_at == plan.now:
+            metrics.record_held(reservation)
         return reservation
 
     def _plan(self, request: ReserveRequest) -> ReservePlan:
@@ -791,6 +795,11 @@ class RedisStore:
                     pending.append(shard)
         self._sweeps += 1
         self._expired_holds += len(expired)
+        if expired:
+            # Holds expired lazily by another script (one that touched the shard
+            # first) are not seen here; the sweeper, every 0.2 s, expires most.
+            facts = await asyncio.gather(*(self._facts_of(rid) for rid in expired), return_exceptions=True)
+            metrics.record_expired(f.channel for f in facts if isinstance(f, ReservationFacts))
         return [rid for _, rid in sorted((at, rid) for rid, at in expired.items())]
 
     async def expire_now(self) -> list[str]:
