@@ -326,8 +326,11 @@ def _quote_text(resp: Any) -> str:
                     where += f", leaves {_pb_date(a.ship_date)}"
                 if a.HasField("distance_km"):
                     where += f", {a.distance_km:.0f} km"
+                if a.HasField("available_time"):
+                    where += f", arrives {a.available_time.ToJsonString()} ({', '.join(a.supply_ids)})"
                 parts.append(where)
             split = " (split)" if o.split else ""
+            split += " (backorder)" if o.backorder else ""
             out.append(f"  {method:<6} {o.service_level or '-':<9} {when}{split}: {'; '.join(parts)}")
     return "\n".join(out)
 
@@ -349,6 +352,7 @@ def cmd_quote(args: argparse.Namespace) -> int:
         methods=[pb.FulfillmentMethod.Value(f"FULFILLMENT_METHOD_{m.upper()}") for m in args.method or []],
         service_levels=args.service_level or [],
         allow_split=args.split,
+        allow_backorder=args.backorder,
     )
     if args.postal_code or args.lat is not None or args.lon is not None or args.region:
         request.destination.postal_code = args.postal_code or ""
@@ -479,6 +483,90 @@ def cmd_stock(args: argparse.Namespace) -> int:
     return _call(args, lambda: rpc(request, timeout=args.timeout), _supply_text)
 
 
+def _eta_seconds(args: argparse.Namespace) -> float:
+    """--eta (ISO 8601; without an offset: UTC) or --in-days (from now)."""
+    import time
+    from datetime import UTC, datetime
+
+    if args.in_days is not None:
+        return float(round(time.time() + args.in_days * 86_400.0))  # whole seconds: an ETA people can read
+    try:
+        eta = datetime.fromisoformat(args.eta)
+    except ValueError:
+        raise SystemExit(f"--eta {args.eta!r}: expected ISO 8601, e.g. 2026-12-01T10:00:00+01:00") from None
+    return (eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)).timestamp()
+
+
+def _inbound_text(record: Any) -> str:
+    from engine._proto.inventory.v1 import supply_service_pb2 as pb
+
+    kind = pb.InboundKind.Name(record.kind).removeprefix("INBOUND_KIND_").lower()
+    return (
+        f"{record.id:<20} {record.sku:<12} x{record.quantity:<6} at {record.node:<12}"
+        f" eta {record.eta.ToJsonString()}  {kind}"
+    )
+
+
+def cmd_inbound(args: argparse.Namespace) -> int:
+    from engine._proto.inventory.v1 import supply_service_pb2 as pb
+
+    stubs = _stubs(args.target)
+    if args.inbound_command == "add":
+        record = pb.InboundSupply(
+            id=args.supply_id,
+            sku=args.sku,
+            node=args.node,
+            quantity=args.quantity,
+            kind=pb.INBOUND_KIND_TRANSFER if args.transfer else pb.INBOUND_KIND_PURCHASE_ORDER,
+        )
+        eta = _eta_seconds(args)
+        record.eta.seconds = int(eta // 1)
+        record.eta.nanos = int((eta - eta // 1) * 1e9)
+        upsert = pb.UpsertInboundSupplyRequest(records=[record])
+
+        def added(resp: Any) -> str:
+            out = []
+            for r in resp.results:
+                outcome = pb.InboundOutcome.Name(r.outcome).removeprefix("INBOUND_OUTCOME_").lower()
+                out.append(f"{_inbound_text(r.record)}  [{outcome}]")
+            return "\n".join(out)
+
+        return _call(args, lambda: stubs.supply.UpsertInboundSupply(upsert, timeout=args.timeout), added)
+    if args.inbound_command == "remove":
+        delete = pb.DeleteInboundSupplyRequest(ids=args.supply_ids)
+
+        def removed(resp: Any) -> str:
+            out = [f"removed {i}" for i in resp.deleted_ids]
+            out += [f"not found {i}" for i in resp.not_found_ids]
+            return "\n".join(out)
+
+        return _call(args, lambda: stubs.supply.DeleteInboundSupply(delete, timeout=args.timeout), removed)
+
+    def listing() -> Any:
+        # --all follows the page tokens and answers with one response of every record.
+        request = pb.ListInboundSupplyRequest(
+            sku=args.sku or "",
+            node=args.node or "",
+            page_size=args.page_size,
+            page_token=args.page_token or "",
+        )
+        response = stubs.supply.ListInboundSupply(request, timeout=args.timeout)
+        while args.all and response.next_page_token:
+            request.page_token = response.next_page_token
+            page = stubs.supply.ListInboundSupply(request, timeout=args.timeout)
+            response.records.extend(page.records)
+            response.next_page_token = page.next_page_token
+        return response
+
+    def listed(resp: Any) -> str:
+        out = [_inbound_text(r) for r in resp.records] or ["no inbound supply"]
+        if resp.next_page_token:
+            out.append(f"more: --page-token {resp.next_page_token}")
+        return "\n".join(out)
+
+    return _call(args, listing, listed)
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     from engine._proto.inventory.v1 import network_service_pb2 as pb
 
@@ -498,8 +586,24 @@ def cmd_channels(args: argparse.Namespace) -> int:
 
     stubs = _stubs(args.target)
 
+    def rule_text(rule: Any) -> str:
+        kind = pb.AllocationRuleKind.Name(rule.kind).removeprefix("ALLOCATION_RULE_KIND_").lower()
+        amount = f"{rule.value}%" if rule.kind == pb.ALLOCATION_RULE_KIND_SHARE else str(rule.value)
+        if rule.node:
+            scope = f"at {rule.node}"
+        elif rule.node_type:
+            scope = f"at every {pb.NodeType.Name(rule.node_type).removeprefix('NODE_TYPE_')}"
+        else:
+            scope = "everywhere"
+        kept = f" (kept for {rule.protects})" if rule.protects else ""
+        return f"{kind} {amount} {scope}{kept}"
+
     def human(resp: Any) -> str:
-        return "\n".join(f"{c.id:<18} {c.name:<18} {' '.join(c.nodes)}" for c in resp.channels)
+        lines = []
+        for c in resp.channels:
+            lines.append(f"{c.id:<18} {c.name:<18} {' '.join(c.nodes)}")
+            lines.extend(f"{'':<18} rule: {rule_text(rule)}" for rule in c.allocation_rules)
+        return "\n".join(lines)
 
     return _call(
         args, lambda: stubs.network.ListChannels(pb.ListChannelsRequest(), timeout=args.timeout), human
@@ -578,8 +682,12 @@ async def _audit_data_dir(data_dir: Path, impl: str) -> Any:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "core":
         from engine.bench.core import run as run_core
+        from engine.bench.core import run_memory
 
-        result = run_core(rows=args.rows)
+        if args.memory_only:
+            result = run_memory(args.rows, impls=tuple(args.impl or ["fast"]))
+        else:
+            result = run_core(rows=args.rows)
     elif args.bench_command == "promise":
         from engine.bench.promise import run as run_promise
 
@@ -593,6 +701,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = run_flash_sale(
             stock=args.stock, buyers_per_unit=args.buyers_per_unit, concurrency=args.concurrency
+        )
+    elif args.bench_command == "rowlock":
+        from engine.bench.rowlock import run as run_rowlock
+
+        result = run_rowlock(
+            duration_s=args.duration, rounds=args.rounds, concurrency=args.concurrency, skus=args.skus
         )
     else:
         from engine.bench.rpc import run as run_rpc
@@ -694,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--service-level", action="append", help="carrier level, e.g. express (repeatable)")
     p.add_argument("--split", action="store_true", help="allow a line to come from several nodes")
+    p.add_argument("--backorder", action="store_true", help="promise lines without stock from inbound supply")
     p.set_defaults(func=cmd_quote)
 
     p = client("find-in-stores", "endless aisle: a SKU at a store and the nearest stores holding it")
@@ -748,6 +863,36 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--version", type=int, required=True, help="monotonic count version")
         p.set_defaults(func=cmd_stock)
 
+    inbound = sub.add_parser("inbound", help="future supply: inbound purchase orders and transfers")
+    inbound_sub = inbound.add_subparsers(dest="inbound_command", required=True)
+    for name, help_text in (
+        ("add", "add or revise an inbound record (by its id)"),
+        ("remove", "forget inbound records (received, or cancelled)"),
+        ("list", "list inbound records in id order"),
+    ):
+        p = inbound_sub.add_parser(name, help=help_text)
+        p.add_argument("--target", default=DEFAULT_TARGET)
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--timeout", type=float, default=10.0)
+        p.set_defaults(func=cmd_inbound)
+        if name == "add":
+            p.add_argument("supply_id", help="e.g. PO-4711/1")
+            p.add_argument("sku")
+            p.add_argument("node")
+            p.add_argument("quantity", type=int)
+            when = p.add_mutually_exclusive_group(required=True)
+            when.add_argument("--eta", help="ISO 8601 time the units can be sold (no offset: UTC)")
+            when.add_argument("--in-days", type=float, help="ETA this many days from now")
+            p.add_argument("--transfer", action="store_true", help="a transfer, not a purchase order")
+        elif name == "remove":
+            p.add_argument("supply_ids", nargs="+", metavar="SUPPLY_ID")
+        else:
+            p.add_argument("--sku")
+            p.add_argument("--node")
+            p.add_argument("--page-size", type=int, default=0, help="records per page (default 100)")
+            p.add_argument("--page-token", help="next_page_token of the previous page")
+            p.add_argument("--all", action="store_true", help="every page")
+
     client("nodes", "list nodes").set_defaults(func=cmd_nodes)
     client("channels", "list channels").set_defaults(func=cmd_channels)
 
@@ -761,6 +906,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench_sub.add_parser("core", help="pure vs Cython ledger on the same operation mix")
     p.add_argument("--json", action="store_true")
     p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument(
+        "--memory-only", action="store_true", help="only bytes per row: load the rows, run no operations"
+    )
+    p.add_argument(
+        "--impl", action="append", choices=["fast", "pure"], help="ledger(s) for --memory-only (default fast)"
+    )
     p.set_defaults(func=cmd_bench)
     p = bench_sub.add_parser("grpc", help="Reserve vs a no-op RPC on the same server stack")
     p.add_argument("--json", action="store_true")
@@ -789,6 +940,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stock", type=int, default=10_000, help="units of the hot SKU")
     p.add_argument("--buyers-per-unit", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    p.set_defaults(func=cmd_bench)
+    p = bench_sub.add_parser(
+        "rowlock", help="the engine (embedded, Redis) vs PostgreSQL SELECT ... FOR UPDATE, same run"
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measured phase")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds over the three systems")
+    p.add_argument("--concurrency", type=int, default=64, help="calls in flight, for every system")
+    p.add_argument("--skus", type=int, default=10_000, help="SKUs of the spread scenario (x 3 nodes)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -89,6 +89,10 @@ def normalized_state(state: dict[str, Any]) -> dict[str, Any]:
             key=lambda r: r[0],
         ),
         "events": {e: list(fp) for e, fp in state["events"].items()},
+        "channel_rules": {
+            c: sorted(list(rule) for rule in rules) for c, rules in state.get("channel_rules", {}).items()
+        },
+        "track_usage": sorted(state.get("track_usage", ())),
     }
 
 

@@ -155,3 +155,29 @@ def test_takes_within_allowances_never_oversell_and_respect_every_share(on_hand,
             assert on_hand - reserved - safety >= min(value, atp_before)
     assert sum(used) == reserved
     assert reserved <= max(0, on_hand - safety)
+
+
+def test_a_channels_rules_are_validated_at_the_edge_with_field_violations():
+    from engine.core.types import Channel
+    from engine.core.validation import validate_channel
+
+    channel = Channel(
+        "web",
+        ("dc-1",),
+        allocation_rules=(
+            AllocationRule(channel="web", kind=RuleKind.SHARE, value=150),
+            AllocationRule(channel="web", kind=RuleKind.CAP, value=3, node="store-9"),
+            AllocationRule(channel="app", kind=RuleKind.CAP, value=3, node_type=NodeType.DC),
+            AllocationRule(channel="web", kind=RuleKind.CAP, value=1, protects="pos"),
+        ),
+    )
+    with pytest.raises(InvalidArgument) as err:
+        validate_channel(channel)
+    fields = {v.field for v in err.value.violations}
+    assert {
+        "channel.allocation_rules[0].value",
+        "channel.allocation_rules[1].node",
+        "channel.allocation_rules[2].channel",
+        "channel.allocation_rules[3].protects",
+        "channel.allocation_rules[3]",  # same scope (channel-wide) as [0]
+    } <= fields

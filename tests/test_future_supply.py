@@ -9,7 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.core.errors import InvalidArgument
-from engine.core.future_supply import FutureSupply, InboundKind, InboundSupply, time_phased_atp
+from engine.core.future_supply import (
+    MAX_INBOUND_BATCH,
+    FutureSupply,
+    InboundKind,
+    InboundSupply,
+    decode_inbound,
+    encode_inbound,
+    page_of,
+    time_phased_atp,
+    validate_inbound_ids,
+    validate_inbound_records,
+)
 
 DAY = 86400.0
 
@@ -92,3 +103,49 @@ def test_bad_records_are_refused_as_a_batch():
         "inbound[1].eta",
     ]
     assert len(book) == 0
+
+
+# ------------------------------------------------- edge checks, persistence, pages
+
+NOW = 2_000_000_000.0
+
+
+def test_an_upsert_batch_is_checked_whole_against_the_clock():
+    validate_inbound_records([po("a", 1, NOW - 364 * DAY), po("b", 1, NOW + 3 * 365 * DAY)], NOW)
+    with pytest.raises(InvalidArgument) as bad:
+        validate_inbound_records(
+            [po("a", 1, NOW - 366 * DAY), po("b", 0, math.nan), po("a", 1, NOW + 3 * 365 * DAY + 1)], NOW
+        )
+    assert [(v.field, v.description) for v in bad.value.violations] == [
+        ("records[1].quantity", "must be 1..1000000000"),
+        ("records[1].eta", "is required"),
+        ("records[0].eta", "must be within 1 year before and 3 years after the engine's time"),
+        ("records[2].eta", "must be within 1 year before and 3 years after the engine's time"),
+        ("records[2].id", "repeats records[0].id"),
+    ]
+    with pytest.raises(InvalidArgument, match="records at least one"):
+        validate_inbound_records([], NOW)
+    with pytest.raises(InvalidArgument, match="at most 1000 records"):
+        validate_inbound_records([po(str(i), 1, NOW) for i in range(MAX_INBOUND_BATCH + 1)], NOW)
+    with pytest.raises(InvalidArgument) as ids:
+        validate_inbound_ids(["ok", "", "x" * 129])
+    assert [v.field for v in ids.value.violations] == ["ids[1]", "ids[2]"]
+
+
+def test_records_round_trip_through_their_json_text():
+    record = InboundSupply("PO-1/2", "A", "dc", 7, NOW + 0.1, InboundKind.TRANSFER)
+    text = encode_inbound(record)
+    assert decode_inbound(text) == record
+    assert encode_inbound(decode_inbound(text)) == text  # the same text: re-sends are recognised
+    assert encode_inbound(InboundSupply("x", "A", "dc", 1, 5)) == encode_inbound(
+        InboundSupply("x", "A", "dc", 1, 5.0)
+    )
+
+
+def test_pages_follow_id_order_and_filters():
+    records = [po(f"p{i}", 1, DAY, sku="AB"[i % 2], node="dc" if i < 3 else "st") for i in range(5)]
+    first = page_of(records, sku=None, node=None, after=None, limit=2)
+    assert [r.id for r in first.records] == ["p0", "p1"] and first.next_after == "p1"
+    rest = page_of(records, sku=None, node=None, after="p1", limit=3)
+    assert [r.id for r in rest.records] == ["p2", "p3", "p4"] and rest.next_after is None
+    assert [r.id for r in page_of(records, sku="A", node="st", after=None, limit=9).records] == ["p4"]

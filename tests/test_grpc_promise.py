@@ -491,3 +491,158 @@ def test_a_server_quotes_with_the_carriers_it_was_given(tmp_path: object) -> Non
         )
         assert details.fields == ("service_levels[0]",)
         assert "offered: same-day" in details.field_violations[0].description
+
+
+# ----------------------------------------------------------- future supply
+
+INBOUND = inv_pb.SUPPLY_SOURCE_INBOUND
+PO = sup_pb.INBOUND_KIND_PURCHASE_ORDER
+DAY = 86_400.0
+_backorder_skus = itertools.count(1)
+
+
+def inbound(
+    supply_id: str, sku: str, node: str, quantity: int, eta: float, kind: int = PO
+) -> sup_pb.InboundSupply:
+    record = sup_pb.InboundSupply(id=supply_id, sku=sku, node=node, quantity=quantity, kind=kind)  # type: ignore[arg-type]
+    record.eta.FromSeconds(int(eta))
+    return record
+
+
+def upsert(client: Client, *records: sup_pb.InboundSupply) -> sup_pb.UpsertInboundSupplyResponse:
+    return client.supply.UpsertInboundSupply(sup_pb.UpsertInboundSupplyRequest(records=records))
+
+
+def test_a_line_only_on_order_is_promised_from_the_eta(client: Client, at: FakeClock) -> None:
+    sku = f"BO-{next(_backorder_skus)}"  # no stock anywhere
+    arrives = WED_10 + 5 * DAY  # Monday 2033-06-20, 10:00 in Berlin
+    upsert(client, inbound(f"{sku}/po-1", sku, "dc-1", 10, arrives))
+
+    # Without allow_backorder the engine promises stock only.
+    (line,) = client.quote([(sku, 2)], destination=to_hamburg()).lines
+    assert list(line.options) == []
+
+    response = client.quote([(sku, 2)], destination=to_hamburg(), service_levels=["standard"],
+                            allow_backorder=True)  # fmt: skip
+    ((option,),) = [line.options for line in response.lines]
+    assert option.method == SHIP and option.backorder and not option.split
+    (alloc,) = option.allocations
+    assert (alloc.node, alloc.quantity, alloc.source) == ("dc-1", 2, INBOUND)
+    assert alloc.available_time.ToSeconds() == arrives
+    assert list(alloc.supply_ids) == [f"{sku}/po-1"]
+    # Received Monday morning, before the DC's 14:00 cutoff: leaves Monday;
+    # 255 km is 2 carrier days: Wednesday.
+    assert day(alloc.ship_date) == date(2033, 6, 20)
+    assert day(option.promise_date) == day(alloc.promise_date) == date(2033, 6, 22)
+
+    # More than the first PO brings waits for a later one that covers the rest.
+    upsert(client, inbound(f"{sku}/po-2", sku, "dc-1", 10, arrives + 7 * DAY))
+    (line,) = client.quote([(sku, 15)], destination=to_hamburg(), service_levels=["standard"],
+                           allow_backorder=True).lines  # fmt: skip
+    (alloc,) = line.options[0].allocations
+    assert list(alloc.supply_ids) == [f"{sku}/po-1", f"{sku}/po-2"]
+    assert day(line.options[0].promise_date) == date(2033, 6, 29)
+
+    # Stock on the shelf still comes first, as a plain option.
+    client.supply.AdjustStock(
+        sup_pb.AdjustStockRequest(changes=[sup_pb.StockAdjustment(sku=sku, node="dc-1", delta=2)])
+    )
+    (line,) = client.quote([(sku, 2)], destination=to_hamburg(), service_levels=["standard"],
+                           allow_backorder=True).lines  # fmt: skip
+    assert not line.options[0].backorder and line.options[0].allocations[0].source == STOCK
+
+
+def test_pickup_of_a_line_on_order_at_the_store(client: Client, at: FakeClock) -> None:
+    sku = f"BO-{next(_backorder_skus)}"
+    arrives = datetime(2033, 6, 17, 10, 0, tzinfo=BERLIN).timestamp()  # Friday
+    upsert(client, inbound(f"{sku}/tr-1", sku, "store-a", 3, arrives, kind=sup_pb.INBOUND_KIND_TRANSFER))
+    (line,) = client.quote([(sku, 3)], pickup_store="store-a", allow_backorder=True).lines
+    (option,) = line.options
+    assert option.method == PICKUP and option.backorder
+    (alloc,) = option.allocations
+    assert (alloc.node, alloc.source, list(alloc.supply_ids)) == ("store-a", INBOUND, [f"{sku}/tr-1"])
+    # Ready after the store's pick time (2 hours by default).
+    assert local(option.ready_time) == datetime(2033, 6, 17, 12, 0, tzinfo=BERLIN)
+    assert option.ready_time_zone == "Europe/Berlin"
+
+
+def test_inbound_supply_is_upserted_listed_and_deleted(client: Client, at: FakeClock) -> None:
+    sku = f"BO-{next(_backorder_skus)}"
+    eta = WED_10 + 3 * DAY
+    records = [inbound(f"{sku}/{i}", sku, ("dc-1", "store-b")[i % 2], i + 1, eta + i) for i in range(5)]
+    created = upsert(client, *records)
+    assert [r.outcome for r in created.results] == [sup_pb.INBOUND_OUTCOME_CREATED] * 5
+    assert [r.record for r in created.results] == records
+    revised = inbound(f"{sku}/0", sku, "dc-1", 50, eta + DAY)
+    again = upsert(client, records[1], revised)
+    assert [r.outcome for r in again.results] == [
+        sup_pb.INBOUND_OUTCOME_UNCHANGED,
+        sup_pb.INBOUND_OUTCOME_UPDATED,
+    ]
+
+    def listing(**fields: object) -> list[sup_pb.InboundSupply]:
+        out: list[sup_pb.InboundSupply] = []
+        token = ""
+        while True:
+            page = client.supply.ListInboundSupply(
+                sup_pb.ListInboundSupplyRequest(page_size=2, page_token=token, **fields)  # type: ignore[arg-type]
+            )
+            out += page.records
+            token = page.next_page_token
+            if not token:
+                return out
+
+    assert listing(sku=sku) == [revised, *records[1:]]
+    assert listing(sku=sku, node="store-b") == [records[1], records[3]]
+    assert [r.id for r in listing(node="store-b") if r.sku == sku] == [f"{sku}/1", f"{sku}/3"]
+
+    first = client.supply.ListInboundSupply(sup_pb.ListInboundSupplyRequest(sku=sku, page_size=2))
+    details = failure(
+        client.supply.ListInboundSupply,
+        sup_pb.ListInboundSupplyRequest(sku=sku, node="dc-1", page_token=first.next_page_token),
+    )
+    assert (details.code, details.fields) == (INVALID, ("page_token",))
+    details = failure(client.supply.ListInboundSupply, sup_pb.ListInboundSupplyRequest(page_size=-1))
+    assert details.fields == ("page_size",)
+
+    deleted = client.supply.DeleteInboundSupply(
+        sup_pb.DeleteInboundSupplyRequest(ids=[f"{sku}/1", "nope", f"{sku}/3", f"{sku}/1"])
+    )
+    assert list(deleted.deleted_ids) == [f"{sku}/1", f"{sku}/3"]
+    assert list(deleted.not_found_ids) == ["nope", f"{sku}/1"]
+    assert [r.id for r in listing(sku=sku)] == [f"{sku}/0", f"{sku}/2", f"{sku}/4"]
+
+
+def test_inbound_supply_validation(client: Client, at: FakeClock) -> None:
+    good = inbound("ok-1", "SKU-1", "dc-1", 1, WED_10)
+    no_eta = sup_pb.InboundSupply(id="ok-2", sku="SKU-1", node="dc-1", quantity=1, kind=PO)
+    bad = [
+        inbound("has space", "a{b", "", 0, WED_10),
+        inbound("late", "SKU-1", "dc-1", 1_000_000_001, WED_10 - 400 * DAY),
+        inbound("far", "SKU-1", "dc-1", 1, WED_10 + 4 * 365 * DAY, kind=sup_pb.INBOUND_KIND_UNSPECIFIED),
+        no_eta,
+        good,
+        inbound("ok-1", "SKU-1", "dc-1", 2, WED_10),
+    ]
+    details = failure(client.supply.UpsertInboundSupply, sup_pb.UpsertInboundSupplyRequest(records=bad))
+    assert (details.code, details.reason) == (INVALID, "INVALID_ARGUMENT")
+    assert details.fields == (
+        "records[0].id", "records[0].sku", "records[0].node", "records[0].quantity",
+        "records[1].quantity", "records[2].kind", "records[3].eta",
+        "records[1].eta", "records[2].eta", "records[5].id",
+    )  # fmt: skip
+    assert {v.field: v.description for v in details.field_violations}["records[3].eta"] == "is required"
+    details = failure(client.supply.UpsertInboundSupply, sup_pb.UpsertInboundSupplyRequest())
+    assert details.fields == ("records",)
+    details = failure(
+        client.supply.UpsertInboundSupply,
+        sup_pb.UpsertInboundSupplyRequest(records=[good, inbound("ok-3", "SKU-1", "dc-zz", 1, WED_10)]),
+    )
+    assert (details.code, details.reason, details.fields) == (INVALID, "NODE_NOT_FOUND", ("records[1].node",))
+    # Nothing of a refused batch was kept.
+    listed = client.supply.ListInboundSupply(sup_pb.ListInboundSupplyRequest(sku="SKU-1"))
+    assert list(listed.records) == []
+    details = failure(client.supply.DeleteInboundSupply, sup_pb.DeleteInboundSupplyRequest(ids=["ok", "a b"]))
+    assert details.fields == ("ids[1]",)
+    details = failure(client.supply.DeleteInboundSupply, sup_pb.DeleteInboundSupplyRequest())
+    assert details.fields == ("ids",)

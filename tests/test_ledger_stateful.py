@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from ledger_helpers import normalized_state, outcome
 
+from engine.core.allocation_rules import RuleKind
 from engine.core.ledger_protocol import Ledger
 from engine.core.types import ReservationState, SupplyKind, SupplyOp, aggregate_state
 from engine.ledgers import make_ledger
@@ -48,6 +49,18 @@ MISSING_RESERVATION = "never-reserved"
 # the interesting paths while every error path is still visited.
 ttls = st.sampled_from([1.0, 2.0, 5.0, 10.0, 30.0, 120.0])
 clock_steps = st.sampled_from([0.0, 0.001, 0.5, 1.0, 1.0, 2.0, 3.0, 5.0, 30.0, 500.0])
+
+
+# A channel's allocation rule at one node, as define_channel takes it resolved:
+# mostly none, else a share, a cap or a protection with small values, so rules
+# bite within a few steps.
+node_rules = st.one_of(
+    st.just((int(RuleKind.NONE), 0)),
+    st.just((int(RuleKind.NONE), 0)),
+    st.tuples(st.just(int(RuleKind.SHARE)), st.sampled_from([0, 25, 50, 100])),
+    st.tuples(st.just(int(RuleKind.CAP)), st.integers(0, 6)),
+    st.tuples(st.just(int(RuleKind.PROTECT)), st.integers(0, 4)),
+)
 
 
 def rarely(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -83,6 +96,7 @@ class LedgerDifferential(RuleBasedStateMachine):
         self.terminal: dict[str, Any] = {}
         self.counter = 0
         self.channel_nodes: dict[str, list[str]] = {}
+        self.channel_rules: dict[str, list[tuple[int, int]] | None] = {}
 
     # ------------------------------------------------------------------ driving
 
@@ -132,11 +146,17 @@ class LedgerDifferential(RuleBasedStateMachine):
         # Channel priority orders differ from run to run; node definition order too.
         nodes = {"web": order[:3], "pos": order[2:], "solo": order[1:2]}
         self.channel_nodes = nodes
+        self.channel_rules = {
+            c: data.draw(
+                st.one_of(st.none(), st.lists(node_rules, min_size=len(nodes[c]), max_size=len(nodes[c])))
+            )
+            for c in CHANNELS
+        }
         for ledger in (self.ref, self.cand):
             for node in reversed(order):
                 ledger.define_node(node)
             for channel in CHANNELS:
-                ledger.define_channel(channel, nodes[channel])
+                ledger.define_channel(channel, nodes[channel], self.channel_rules[channel])
         # Start with some stock so reservations succeed early in a run.
         self.mutate(
             lambda ledger: ledger.apply_supply(
@@ -181,6 +201,24 @@ class LedgerDifferential(RuleBasedStateMachine):
         assert set(expired) == due
         order = [(before[rid].expires_at, rid) for rid in expired]
         assert order == sorted(order)
+
+    @rule(data=st.data(), channel=st.sampled_from(CHANNELS))
+    def change_rules(self, data: st.DataObject, channel: str) -> None:
+        """An UpsertChannel that changes the rules: tracking starts (counting the
+        channel's live holds), stops, or the rules move under existing holds."""
+        count = len(self.channel_nodes[channel])
+        rules = data.draw(
+            st.one_of(
+                st.none(),
+                st.lists(node_rules, min_size=count, max_size=count),
+                # rarely a bad list: wrong length or a value out of range
+                rarely(st.none(), st.just([(int(RuleKind.SHARE), 101)] * count)),
+                rarely(st.none(), st.just([(int(RuleKind.CAP), 1)] * (count + 1))),
+            )
+        )
+        kind, _ = self.both(lambda ledger: ledger.define_channel(channel, self.channel_nodes[channel], rules))
+        if kind == "ok":
+            self.channel_rules[channel] = rules
 
     @rule(data=st.data(), count=st.integers(1, 3))
     def supply(self, data: st.DataObject, count: int) -> None:
@@ -265,6 +303,9 @@ class LedgerDifferential(RuleBasedStateMachine):
         existed = self.ref.has_reservation(rid)
         ledgers = (self.ref, self.cand)
         atp_before = [{(r.sku, r.node): r.atp for r in ledger.iter_rows()} for ledger in ledgers]
+        rules = dict(
+            zip(self.channel_nodes.get(channel, ()), self.channel_rules.get(channel) or (), strict=False)
+        )
         now = self.now
         kind, _ = self.mutate(lambda ledger: ledger.reserve(rid, channel, lines, ttl, allow_partial, now))
         if kind == "ok" and not existed:
@@ -281,6 +322,17 @@ class LedgerDifferential(RuleBasedStateMachine):
                     assert after >= 0 or before.get((line.sku, alloc.node), 0) < 0, (
                         f"{ledger.implementation}: hold {rid} took {line.sku}@{alloc.node} to ATP {after}"
                     )
+                    # The channel's rule held: a share or a cap is not exceeded by
+                    # a take, and a protection leaves the protected units.
+                    kind, value = rules.get(alloc.node, (int(RuleKind.NONE), 0))
+                    level = ledger.stock(line.sku, alloc.node)
+                    used = ledger.channel_usage(line.sku, alloc.node).get(channel, 0)
+                    if kind == RuleKind.SHARE:
+                        assert used <= max(level.on_hand - level.safety_stock, 0) * value // 100
+                    elif kind == RuleKind.CAP:
+                        assert used <= value
+                    elif kind == RuleKind.PROTECT:
+                        assert after >= min(value, before.get((line.sku, alloc.node), 0))
 
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
@@ -327,12 +379,15 @@ class LedgerDifferential(RuleBasedStateMachine):
         sku = data.draw(st.sampled_from([*SKUS, "view-only"]))
         node = data.draw(rarely(st.sampled_from(NODES), st.just(UNKNOWN_NODE)))
         level = self.ref.stock(sku, node)
+        # The channel counters a feed entry carries: kept as they are, plus a
+        # channel the ledger does not track (which it ignores).
+        usage = {**self.ref.channel_usage(sku, node), "callcenter": data.draw(st.integers(0, 3))}
         on_hand = data.draw(rarely(st.integers(0, 15), st.just(-1)))
         safety = data.draw(st.integers(0, 3))
         version = data.draw(st.integers(0, 6))
         self.both(
             lambda ledger: ledger.set_row(
-                sku, node, on_hand, level.reserved, level.committed, safety, version
+                sku, node, on_hand, level.reserved, level.committed, safety, version, usage
             )
         )
 
@@ -422,6 +477,24 @@ class LedgerDifferential(RuleBasedStateMachine):
             if earliest_hold is not None:
                 pending = ledger.next_expiry()
                 assert pending is not None and pending <= earliest_hold
+
+    @invariant()
+    def channel_used_agrees_with_reservations(self) -> None:
+        """Per tracked channel (one with rules) and row: held + committed units of its lines."""
+        expected: dict[tuple[str, str], dict[str, int]] = {}
+        for res in self.live_reservations(self.ref).values():
+            if not any(k != RuleKind.NONE for k, _ in self.channel_rules.get(res.channel) or ()):
+                continue
+            for line in res.lines:
+                if line.state in (HELD, COMMITTED):
+                    for alloc in line.allocations:
+                        per = expected.setdefault((line.sku, alloc.node), {})
+                        per[res.channel] = per.get(res.channel, 0) + alloc.quantity
+        for sku in [*SKUS, "view-only"]:
+            for node in NODES:
+                want = dict(sorted(expected.get((sku, node), {}).items()))
+                assert self.ref.channel_usage(sku, node) == want
+                assert self.cand.channel_usage(sku, node) == want
 
     @invariant()
     def terminal_reservations_never_change(self) -> None:

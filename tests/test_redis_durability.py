@@ -42,6 +42,7 @@ from store_helpers import (
 )
 
 from engine.core.errors import NotFound, StoreUnavailable
+from engine.core.future_supply import InboundSupply
 from engine.core.types import Channel, Node, NodeType, Reservation, ReservationState
 from engine.redis_launcher import LocalRedisCluster, RedisServer
 from engine.store.base import Store
@@ -376,3 +377,24 @@ async def test_a_cluster_master_down_fails_its_calls_and_retries_after_its_resta
                 node.restart()
         await close_stores(stores.opened)
         cluster.stop()
+
+
+async def test_inbound_supply_survives_a_redis_kill(
+    always_fsynced_redis: RedisServer, stores_on: Stores
+) -> None:
+    store = await stores_on.open()
+    await seed(store)
+    eta = stores_on.clock.now + 86_400.0
+    records = [InboundSupply(f"po-{i}", "sku-a", ("dc1", "dc2")[i % 2], i + 1, eta + i) for i in range(4)]
+    await store.upsert_inbound(records)
+    await store.remove_inbound(["po-2"])
+
+    always_fsynced_redis.kill()  # SIGKILL: only the AOF (fsynced on every write) is left
+    with pytest.raises(StoreUnavailable):
+        await store.upsert_inbound([InboundSupply("po-9", "sku-a", "dc1", 1, eta)])
+    always_fsynced_redis.restart()
+
+    fresh = await stores_on.open()
+    kept = [records[0], records[1], records[3]]
+    assert (await fresh.list_inbound(limit=10)).records == tuple(kept)
+    assert sorted(await fresh.inbound(["sku-a"]), key=lambda r: r.id) == kept

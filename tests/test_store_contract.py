@@ -36,6 +36,7 @@ from engine.core.errors import (
     EngineError,
     IdempotencyMismatch,
     IllegalTransition,
+    InvalidArgument,
     NodeNotEligible,
     NotFound,
     OutOfStock,
@@ -44,6 +45,7 @@ from engine.core.errors import (
     UnknownChannel,
     UnknownNode,
 )
+from engine.core.future_supply import InboundKind, InboundOutcome, InboundSupply
 from engine.core.types import (
     Capability,
     Channel,
@@ -422,3 +424,119 @@ async def test_every_error_is_an_engine_error(make_store: StoreMaker) -> None:
     for call in calls:
         with pytest.raises(EngineError):
             await call()
+
+
+# ================================================================ future supply
+
+
+def po(
+    supply_id: str, sku: str = "sku-a", node: str = "dc1", quantity: int = 10, eta: float = T0 + 5 * 86_400.0,
+    kind: InboundKind = InboundKind.PURCHASE_ORDER,
+) -> InboundSupply:  # fmt: skip
+    return InboundSupply(supply_id, sku, node, quantity, eta, kind)
+
+
+async def all_inbound(store: Store, **filters: Any) -> list[InboundSupply]:
+    """Every page of a listing, two records at a time (pagination on every call)."""
+    out: list[InboundSupply] = []
+    after: str | None = None
+    while True:
+        page = await store.list_inbound(after=after, limit=2, **filters)
+        out += page.records
+        if page.next_after is None:
+            return out
+        assert page.records and page.next_after == page.records[-1].id
+        after = page.next_after
+
+
+async def test_inbound_upserts_are_idempotent_by_id_and_revisions_replace(make_store: StoreMaker) -> None:
+    store = await make_store()
+    await seed(store)
+    first = [
+        po("po-1"),
+        po("po-2", "sku-b", "dc2", 5),
+        po("tr-1", "sku-a", "store1", 2, kind=InboundKind.TRANSFER),
+    ]
+    assert await store.upsert_inbound(first) == [InboundOutcome.CREATED] * 3
+    # The same records again change nothing.
+    assert await store.upsert_inbound(first) == [InboundOutcome.UNCHANGED] * 3
+    assert await all_inbound(store) == sorted(first, key=lambda r: r.id)
+
+    # A revised PO line (new ETA and quantity, even another node) replaces the old one.
+    revised = po("po-1", "sku-a", "dc2", 12, T0 + 9 * 86_400.0)
+    outcomes = await store.upsert_inbound([first[1], revised])
+    assert outcomes == [InboundOutcome.UNCHANGED, InboundOutcome.UPDATED]
+    assert sorted(await store.inbound(["sku-a", "sku-a"]), key=lambda r: r.id) == [revised, first[2]]
+    assert await store.inbound(["sku-b", "sku-z"]) == [first[1]]
+    assert await store.inbound([]) == []
+    # Filters: by SKU, by node (the revision left dc1's index), both.
+    assert await all_inbound(store, sku="sku-a") == [revised, first[2]]
+    assert await all_inbound(store, node="dc1") == []
+    assert await all_inbound(store, node="dc2") == [revised, first[1]]
+    assert await all_inbound(store, sku="sku-a", node="dc2") == [revised]
+    assert await all_inbound(store, sku="sku-a", node="store1") == [first[2]]
+    assert await all_inbound(store, sku="sku-none") == []
+
+    one = await store.list_inbound(limit=1)
+    assert one.records == (revised,) and one.next_after == "po-1"
+    rest = await store.list_inbound(after="po-1", limit=5)
+    assert rest.records == (first[1], first[2]) and rest.next_after is None
+    # Stock is untouched: future supply is not on the shelf.
+    assert (await store.stock("sku-a", "dc2")).on_hand == 10
+
+
+async def test_a_bad_inbound_batch_changes_nothing(make_store: StoreMaker) -> None:
+    store = await make_store()
+    await seed(store)
+    await store.upsert_inbound([po("po-1")])
+    before = await all_inbound(store)
+
+    with pytest.raises(UnknownNode) as unknown:
+        await store.upsert_inbound([po("po-2"), po("po-3", node="nowhere")])
+    assert unknown.value.reason == "NODE_NOT_FOUND"
+    assert [v.field for v in unknown.value.violations] == ["records[1].node"]
+
+    with pytest.raises(InvalidArgument) as bad:
+        await store.upsert_inbound(
+            [po("po-1", quantity=99), po("po 4"), po("po-5", quantity=0), po("po-6", sku="a{b}")]
+        )
+    fields = {v.field for v in bad.value.violations}
+    assert fields == {"records[1].id", "records[2].quantity", "records[3].sku"}
+
+    with pytest.raises(InvalidArgument) as repeated:
+        await store.upsert_inbound([po("po-7"), po("po-7", quantity=3)])
+    assert [v.field for v in repeated.value.violations] == ["records[1].id"]
+    assert await all_inbound(store) == before
+
+
+async def test_inbound_removal_reports_what_was_there(make_store: StoreMaker) -> None:
+    store = await make_store()
+    await seed(store)
+    await store.upsert_inbound([po("po-1"), po("po-2", "sku-b"), po("po-3", node="dc2")])
+    assert await store.remove_inbound(["po-2", "ghost", "po-1", "po-2"]) == [True, False, True, False]
+    assert await all_inbound(store) == [po("po-3", node="dc2")]
+    assert await store.inbound(["sku-a", "sku-b"]) == [po("po-3", node="dc2")]
+    assert await all_inbound(store, node="dc1") == []
+    assert await store.remove_inbound(["ghost"]) == [False]
+    # A removed id can come back (a cancelled PO line re-issued).
+    assert await store.upsert_inbound([po("po-1", quantity=4)]) == [InboundOutcome.CREATED]
+    assert await all_inbound(store, sku="sku-a", node="dc1") == [po("po-1", quantity=4)]
+
+
+async def test_inbound_supply_survives_a_new_store(make_store: StoreMaker) -> None:
+    store = await make_store()
+    await seed(store)
+    records = [
+        po(f"po-{i:02d}", ("sku-a", "sku-b")[i % 2], ("dc1", "dc2")[i % 3 == 0], i + 1) for i in range(7)
+    ]
+    await store.upsert_inbound(records)
+    await store.upsert_inbound([po("po-03", "sku-b", "dc1", 40, T0 + 0.125)])
+    await store.remove_inbound(["po-05"])
+    before = await all_inbound(store)
+    await store.close()
+
+    again = await make_store()
+    assert await all_inbound(again) == before
+    assert len(before) == 6 and po("po-03", "sku-b", "dc1", 40, T0 + 0.125) in before
+    # Re-sending what is stored is still recognised as unchanged.
+    assert await again.upsert_inbound(before) == [InboundOutcome.UNCHANGED] * 6

@@ -2,7 +2,9 @@
 # Make sure the system packages the test suite needs are installed: Debian's
 # redis-server and redis-tools (the tests start their own Redis servers and a
 # Redis Cluster; the redis-py client alone is not enough) and prometheus (its
-# promtool checks the alert rules, and one test scrapes a real engine).
+# promtool checks the alert rules, and one test scrapes a real engine) and
+# postgresql (the row-lock baseline of `bench rowlock` and its test start their
+# own PostgreSQL server).
 #
 # Idempotent and silent when everything is there. When something is missing it
 # installs it with apt-get if it can (root, apt-get present), and otherwise says
@@ -13,12 +15,22 @@ set -eu
 # binary:package pairs
 NEEDED="redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus"
 
+# Debian installs PostgreSQL's server binaries under /usr/lib/postgresql/<version>/bin,
+# not on PATH: look for initdb there.
+have_postgres() {
+    for bindir in /usr/lib/postgresql/*/bin; do
+        [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] && [ -x "$bindir/pg_isready" ] && return 0
+    done
+    return 1
+}
+
 missing_packages() {
     for pair in $NEEDED; do
         binary=${pair%%:*}
         package=${pair#*:}
         command -v "$binary" >/dev/null 2>&1 || printf '%s ' "$package"
     done
+    have_postgres || printf '%s ' postgresql
 }
 
 missing=$(missing_packages)
@@ -33,9 +45,10 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 echo "ensure_system_deps: installing $missing" >&2
-# Only the binaries are wanted: the tests start Redis and Prometheus themselves on free ports.
-# A policy-rc.d that says "no" keeps the package from starting (and leaving
-# running) a system Redis on port 6379; an existing one is left as it is.
+# Only the binaries are wanted: the tests start Redis, Prometheus and PostgreSQL
+# themselves on free ports. A policy-rc.d that says "no" keeps the packages from
+# starting (and leaving running) a system Redis on port 6379 or a system
+# PostgreSQL cluster on 5432; an existing one is left as it is.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"

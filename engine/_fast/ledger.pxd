@@ -109,6 +109,7 @@ ctypedef struct ResHead:
     uint8_t allow_partial
     uint16_t key_len      # inline id length, or ID_NOT_INLINE
     uint16_t key_space    # bytes between the head and the lines
+    int32_t ch            # the channel's number (-1: a loaded image's undefined channel); fills the 64 bytes
 
 
 ctypedef struct LineRec:
@@ -150,6 +151,23 @@ ctypedef struct PlanLine:
     uint8_t parsed        # 0: not a plain (str, int, str|None) tuple; unpacked the slow way
 
 
+# A channel's allocation rule at one node (engine/_fast/allocation.pxd codes).
+ctypedef struct RuleRec:
+    int64_t value
+    int32_t kind          # RK_NONE where the channel has no rule at the node
+    int32_t pad
+
+
+# One channel_used counter: units of channel ``ch`` held or committed at row
+# ``row`` (-1: an empty slot). Kept in an open-addressing table apart from the
+# rows, and only for tracked channels (those with rules), so a ledger without
+# rules keeps no such entry and its Row stays one cache line.
+ctypedef struct UseRec:
+    int32_t row
+    int32_t ch
+    int64_t used
+
+
 # A supply batch stages its rows here before writing anything.
 ctypedef struct StageRec:
     int64_t values[5]     # on_hand, reserved, committed, safety, version
@@ -174,6 +192,16 @@ cdef class FastLedger:
     cdef uint8_t** _ch_elig       # per channel: node number -> 1 if eligible
     cdef Py_ssize_t* _ch_elig_len
     cdef Py_ssize_t _ch_cap
+    cdef RuleRec** _ch_rule       # per channel: node number -> its rule; NULL for a channel without rules
+    cdef uint8_t* _ch_tracked     # per channel: 1 if its channel_used is kept
+    cdef dict _rules              # channel id -> {node id: (kind, value)}, as the reference keeps them
+    cdef set _tracked             # ids of the tracked channels
+
+    # --- channel_used of tracked channels (see UseRec)
+    cdef UseRec* _use
+    cdef uint64_t _use_mask
+    cdef Py_ssize_t _use_n
+    cdef int32_t _plan_ch         # the tracked channel of the reserve being planned, else -1
 
     # --- SKU interning
     cdef StrTable _sku_t
@@ -257,6 +285,13 @@ cdef class FastLedger:
     cdef object _level(self, object sku, object node, int64_t r)
     cdef int _grow_free(self, Py_ssize_t n) except -1
 
+    # --- channel_used
+    cdef int64_t _use_get(self, int64_t row, int32_t ch) noexcept nogil
+    cdef int _use_add(self, int64_t row, int32_t ch, int64_t delta) except -1
+    cdef int _use_rebuild(self, uint64_t slot_count, int32_t drop_ch) except -1
+    cdef int _recount_channel(self, int32_t ch) except -1
+    cdef int _untrack_lines(self, ResHead* head, LineRec* line) except -1
+
     # --- reservations
     cdef ResHead* _head(self, uint32_t handle) noexcept nogil
     cdef int _new_segment(self, Py_ssize_t need) except -1
@@ -266,9 +301,9 @@ cdef class FastLedger:
     cdef uint32_t _append_record(self, object reservation_id, Py_hash_t h, object channel, double ttl_s,
                                  double created_at, double expires_at, bint allow_partial,
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
-                                 Py_ssize_t n_allocs, bint held) except? 0xFFFFFFFF
+                                 Py_ssize_t n_allocs, bint held, int32_t ch) except? 0xFFFFFFFF
     cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
-                     Py_ssize_t count, int64_t* allocated) except -1
+                     Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch) except -1
     cdef int _rollback_holds(self) noexcept
     cdef void _prefetch_rows(self, Py_ssize_t n) noexcept
     cdef Py_ssize_t _plan_request(self, object lines, Py_ssize_t ch) except -1

@@ -48,7 +48,8 @@ from engine.core.errors import (
     UnknownChannel,
     UnknownNode,
 )
-from engine.core.ledger import STATE_FORMAT, row_violations
+from engine._fast.allocation cimport RK_NONE, channel_allowance_c
+from engine.core.ledger import STATE_FORMAT, check_channel_rules, resolved_rule_list, row_violations, usage_violations
 from engine.core.types import (
     MAX_ON_HAND as _PY_MAX_ON_HAND,
     Allocation,
@@ -739,6 +740,14 @@ cdef class FastLedger:
         self._ch_len = <Py_ssize_t*>_realloc(NULL, self._ch_cap * sizeof(Py_ssize_t))
         self._ch_elig = <uint8_t**>_realloc(NULL, self._ch_cap * sizeof(uint8_t*))
         self._ch_elig_len = <Py_ssize_t*>_realloc(NULL, self._ch_cap * sizeof(Py_ssize_t))
+        self._ch_rule = <RuleRec**>_realloc(NULL, self._ch_cap * sizeof(RuleRec*))
+        self._ch_tracked = <uint8_t*>_realloc(NULL, self._ch_cap * sizeof(uint8_t))
+        self._rules = {}
+        self._tracked = set()
+        self._use = NULL
+        self._use_n = 0
+        self._use_rebuild(16, -1)
+        self._plan_ch = -1
         self._pages = <Row**>_grow(NULL, &self._pages_cap, 16, sizeof(Row*))
         self._page_blocks = <void**>_realloc(NULL, self._pages_cap * sizeof(void*))
         self._row_slots = _new_slots(MIN_SLOTS)
@@ -779,6 +788,7 @@ cdef class FastLedger:
             for i in range(self._ch_t.n):
                 PyMem_RawFree(self._ch_nodes[i])
                 PyMem_RawFree(self._ch_elig[i])
+                PyMem_RawFree(self._ch_rule[i])
             PyMem_RawFree(self._ch_nodes)
         if self._segs != NULL and self._res_handle != NULL:
             for i in range(self._n_res):
@@ -797,6 +807,9 @@ cdef class FastLedger:
         PyMem_RawFree(self._ch_len)
         PyMem_RawFree(self._ch_elig)
         PyMem_RawFree(self._ch_elig_len)
+        PyMem_RawFree(self._ch_rule)
+        PyMem_RawFree(self._ch_tracked)
+        PyMem_RawFree(self._use)
         PyMem_RawFree(self._node_defined)
         PyMem_RawFree(self._row_slots)
         PyMem_RawFree(self._res_slots)
@@ -819,6 +832,11 @@ cdef class FastLedger:
         self._ch_len = NULL
         self._ch_elig = NULL
         self._ch_elig_len = NULL
+        self._ch_rule = NULL
+        self._ch_tracked = NULL
+        self._use = NULL
+        self._use_n = 0
+        self._use_mask = 0
         self._node_defined = NULL
         self._row_slots = NULL
         self._segs = NULL
@@ -1039,10 +1057,14 @@ cdef class FastLedger:
         self._nodes[node_id] = None
         self._node_defined[idx] = 1
 
-    def define_channel(self, channel_id, node_ids):
+    def define_channel(self, channel_id, node_ids, rules=None, track_usage=False):
+        """Define (or redefine) a channel, with optional resolved rules (see the reference)."""
         cdef Py_ssize_t i, n, ch, n_known
         cdef int32_t* arr
         cdef uint8_t* elig
+        cdef RuleRec* rule_arr = NULL
+        cdef bint tracked, was_tracked
+        resolved = check_channel_rules(node_ids, rules)
         for i, node in enumerate(node_ids):
             if node not in self._nodes:
                 raise UnknownNode(node, field=f"nodes[{i}]")
@@ -1063,12 +1085,22 @@ cdef class FastLedger:
         memset(elig, 0, (n_known if n_known > 0 else 1) * sizeof(uint8_t))
         for i in range(n):
             elig[arr[i]] = 1
+        if resolved:
+            rule_arr = <RuleRec*>_realloc(NULL, (n_known if n_known > 0 else 1) * sizeof(RuleRec))
+            memset(rule_arr, 0, (n_known if n_known > 0 else 1) * sizeof(RuleRec))
+            for i in range(n):
+                kind_value = resolved.get(nodes[i])
+                if kind_value is not None:
+                    rule_arr[arr[i]].kind = kind_value[0]
+                    rule_arr[arr[i]].value = kind_value[1]
         if n > self._free_cap:
             self._grow_free(n)
         ch = _st_lookup(&self._ch_t, channel_id)
         if ch >= 0:
             PyMem_RawFree(self._ch_nodes[ch])
             PyMem_RawFree(self._ch_elig[ch])
+            PyMem_RawFree(self._ch_rule[ch])
+            self._ch_rule[ch] = NULL
         else:
             ch = self._ch_t.n
             if ch + 1 > self._ch_cap:
@@ -1076,14 +1108,156 @@ cdef class FastLedger:
                 self._ch_len = <Py_ssize_t*>_realloc(self._ch_len, self._ch_cap * sizeof(Py_ssize_t))
                 self._ch_elig = <uint8_t**>_realloc(self._ch_elig, self._ch_cap * sizeof(uint8_t*))
                 self._ch_elig_len = <Py_ssize_t*>_realloc(self._ch_elig_len, self._ch_cap * sizeof(Py_ssize_t))
+                self._ch_rule = <RuleRec**>_realloc(self._ch_rule, self._ch_cap * sizeof(RuleRec*))
+                self._ch_tracked = <uint8_t*>_realloc(self._ch_tracked, self._ch_cap * sizeof(uint8_t))
             self._ch_nodes[ch] = NULL
             self._ch_elig[ch] = NULL
+            self._ch_rule[ch] = NULL
+            self._ch_tracked[ch] = 0
             _st_intern(&self._ch_t, channel_id)
         self._ch_nodes[ch] = arr
         self._ch_len[ch] = n
         self._ch_elig[ch] = elig
         self._ch_elig_len[ch] = n_known
+        self._ch_rule[ch] = rule_arr
         self._channels[channel_id] = nodes
+        if resolved:
+            self._rules[channel_id] = resolved
+        else:
+            self._rules.pop(channel_id, None)
+        tracked = bool(resolved) or bool(track_usage)
+        was_tracked = self._ch_tracked[ch]
+        if tracked and not was_tracked:
+            self._ch_tracked[ch] = 1
+            self._tracked.add(channel_id)
+            self._recount_channel(<int32_t>ch)
+        elif not tracked and was_tracked:
+            self._ch_tracked[ch] = 0
+            self._tracked.discard(channel_id)
+            self._use_rebuild(self._use_mask + 1, <int32_t>ch)
+
+    def channel_rules(self, channel_id):
+        """The channel's resolved rules by node (nodes without a rule left out)."""
+        if channel_id not in self._channels:
+            raise UnknownChannel(channel_id)
+        return dict(self._rules.get(channel_id, {}))
+
+    def channel_usage(self, sku, node):
+        """channel_used of the row by tracked channel, non-zero ones only, sorted by channel."""
+        cdef int32_t s = self._sku_of(sku)
+        cdef int32_t nd = self._defined_node_of(node) if isinstance(node, str) else -1
+        cdef int64_t r = self._find(s, nd) if s >= 0 and nd >= 0 else -1
+        cdef int64_t used
+        out = {}
+        if r < 0:
+            return out
+        for channel in sorted(self._tracked):
+            used = self._use_get(r, <int32_t>_st_lookup(&self._ch_t, channel))
+            if used != 0:
+                out[channel] = used
+        return out
+
+    # ----------------------------------------------------------- channel_used
+
+    cdef int64_t _use_get(self, int64_t row, int32_t ch) noexcept nogil:
+        cdef uint64_t i = fastledger_row_key(<int32_t>row, ch) & self._use_mask
+        cdef UseRec* e
+        while True:
+            e = &self._use[i]
+            if e.row < 0:
+                return 0
+            if e.row == row and e.ch == ch:
+                return e.used
+            i = (i + 1) & self._use_mask
+
+    cdef int _use_add(self, int64_t row, int32_t ch, int64_t delta) except -1:
+        """Add ``delta`` to the counter, creating it (the table at most half full)."""
+        cdef uint64_t i = fastledger_row_key(<int32_t>row, ch) & self._use_mask
+        cdef UseRec* e
+        while True:
+            e = &self._use[i]
+            if e.row < 0:
+                break
+            if e.row == row and e.ch == ch:
+                e.used += delta
+                return 0
+            i = (i + 1) & self._use_mask
+        if delta == 0:
+            return 0
+        if 2 * (self._use_n + 1) > <Py_ssize_t>(self._use_mask + 1):
+            self._use_rebuild((self._use_mask + 1) * 2, -1)
+            return self._use_add(row, ch, delta)
+        e.row = <int32_t>row
+        e.ch = ch
+        e.used = delta
+        self._use_n += 1
+        return 0
+
+    cdef int _use_rebuild(self, uint64_t slot_count, int32_t drop_ch) except -1:
+        """Rehash into ``slot_count`` slots, leaving out zero counters and those of ``drop_ch``."""
+        cdef UseRec* old = self._use
+        cdef uint64_t old_count = self._use_mask + 1 if old != NULL else 0
+        cdef UseRec* table
+        cdef uint64_t j, i, mask
+        cdef Py_ssize_t kept = 0
+        if old != NULL:
+            for j in range(old_count):
+                if old[j].row >= 0 and old[j].used != 0 and old[j].ch != drop_ch:
+                    kept += 1
+        while <Py_ssize_t>slot_count < 2 * kept + 2:
+            slot_count *= 2
+        table = <UseRec*>_realloc(NULL, slot_count * sizeof(UseRec))
+        for j in range(slot_count):
+            table[j].row = -1
+        mask = slot_count - 1
+        if old != NULL:
+            for j in range(old_count):
+                if old[j].row >= 0 and old[j].used != 0 and old[j].ch != drop_ch:
+                    i = fastledger_row_key(old[j].row, old[j].ch) & mask
+                    while table[i].row >= 0:
+                        i = (i + 1) & mask
+                    table[i] = old[j]
+        PyMem_RawFree(old)
+        self._use = table
+        self._use_mask = mask
+        self._use_n = kept
+        return 0
+
+    cdef int _recount_channel(self, int32_t ch) except -1:
+        """channel_used of ``ch`` from its live holds and committed lines (a channel that starts being tracked)."""
+        cdef Py_ssize_t seq
+        cdef int32_t k, j
+        cdef int64_t r
+        cdef ResHead* head
+        cdef LineRec* line
+        cdef AllocRec* a
+        self._use_rebuild(self._use_mask + 1, ch)
+        for seq in range(self._n_res):
+            head = self._head(self._res_handle[seq])
+            if head.ch != ch:
+                continue
+            for k in range(head.n_lines):
+                line = &_lines_of(head)[k]
+                if line.state != RS_HELD and line.state != RS_COMMITTED:
+                    continue
+                for j in range(line.alloc_first, line.alloc_first + line.alloc_count):
+                    a = &_allocs_of(head)[j]
+                    r = a.row if a.row >= 0 else self._find(line.sku, a.node)
+                    if r >= 0:
+                        self._use_add(r, ch, a.quantity)
+        return 0
+
+    cdef int _untrack_lines(self, ResHead* head, LineRec* line) except -1:
+        """A held or committed line leaves: its units no longer count for its channel."""
+        cdef int32_t j
+        cdef AllocRec* a
+        cdef AllocRec* allocs = _allocs_of(head)
+        for j in range(line.alloc_first, line.alloc_first + line.alloc_count):
+            a = &allocs[j]
+            if a.row < 0:
+                self._alloc_row_ptr(a, line.sku)
+            self._use_add(a.row, head.ch, -a.quantity)
+        return 0
 
     def has_node(self, node_id):
         return node_id in self._nodes
@@ -1313,15 +1487,16 @@ cdef class FastLedger:
                 r = self._find(s, nd)
         return self._level(sku, node, r)
 
-    def set_row(self, sku, node, on_hand, reserved, committed, safety_stock, version):
+    def set_row(self, sku, node, on_hand, reserved, committed, safety_stock, version, channel_used=None):
         """Overwrite (or create) the counters of one row (see the reference)."""
         cdef int32_t nidx = self._defined_node_of(node)
-        cdef int32_t s
+        cdef int32_t s, ch
         cdef int64_t r
         cdef Row* row
         if nidx < 0:
             raise UnknownNode(node)
         violations = row_violations(on_hand, reserved, committed, safety_stock, version)
+        violations += usage_violations(channel_used)
         if violations:
             raise InvalidArgument(f"counters of {sku}@{node} are out of range", violations)
         s = self._intern_sku(sku)
@@ -1334,6 +1509,11 @@ cdef class FastLedger:
         row.committed = committed
         row.safety = safety_stock
         row.version = version
+        if channel_used and self._tracked:
+            for channel, used in channel_used.items():
+                if channel in self._tracked:
+                    ch = <int32_t>_st_lookup(&self._ch_t, channel)
+                    self._use_add(r, ch, used - self._use_get(r, ch))
 
     # ----------------------------------------------------------- reservations
 
@@ -1441,7 +1621,7 @@ cdef class FastLedger:
     cdef uint32_t _append_record(self, object reservation_id, Py_hash_t h, object channel, double ttl_s,
                                  double created_at, double expires_at, bint allow_partial,
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
-                                 Py_ssize_t n_allocs, bint held) except? 0xFFFFFFFF:
+                                 Py_ssize_t n_allocs, bint held, int32_t ch) except? 0xFFFFFFFF:
         """Append one reservation record and index it; returns its handle.
         ``held``: whether any of its lines is HELD."""
         cdef Py_ssize_t key_len = ID_NOT_INLINE, key_space = 0
@@ -1480,6 +1660,7 @@ cdef class FastLedger:
         head.allow_partial = allow_partial
         head.key_len = <uint16_t>key_len
         head.key_space = <uint16_t>key_space
+        head.ch = ch
         if key_space:
             memcpy(_id_bytes(head), PyUnicode_DATA(reservation_id), key_len)
         # Typed copies: a few records each, inlined (a memcpy call costs more).
@@ -1500,7 +1681,7 @@ cdef class FastLedger:
         self._live_exp[head.seq] = head.expires_at if _any_held(head) else NAN
 
     cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
-                     Py_ssize_t count, int64_t* allocated) except -1:
+                     Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch) except -1:
         """Deterministic sourcing, as the reference's ``_source``: the first
         candidate covering the whole line, else greedy in priority order.
 
@@ -1510,6 +1691,11 @@ cdef class FastLedger:
         read for every candidate before any of this line's holds are added, as
         in the reference (define_channel refuses a node listed twice, so no
         node is counted twice).
+
+        ``rules`` (NULL for a channel without rules) replaces a node's ATP by
+        the channel's allowance where it has a rule; ``ch`` (-1 for an
+        untracked channel) is the channel whose channel_used the holds add to,
+        as they are planned, like ``reserved``.
         """
         cdef Py_ssize_t c, nfree = 0
         cdef int64_t r, atp, take, remaining
@@ -1527,7 +1713,12 @@ cdef class FastLedger:
             r = self._find_key(pl.sku, h, pl.key, candidates[c], k)
             if r >= 0:
                 row = self._row(r)
-                atp = row.on_hand - row.reserved - row.committed - row.safety
+                if rules != NULL and rules[candidates[c]].kind != RK_NONE:
+                    atp = channel_allowance_c(row.on_hand, row.reserved, row.committed, row.safety,
+                                              rules[candidates[c]].kind, rules[candidates[c]].value,
+                                              self._use_get(r, ch))
+                else:
+                    atp = row.on_hand - row.reserved - row.committed - row.safety
                 if atp > 0:
                     if atp >= quantity:
                         a = &self._plan_allocs[self._n_plan_allocs]
@@ -1536,6 +1727,8 @@ cdef class FastLedger:
                         a.row = <int32_t>r
                         a.node = candidates[c]
                         row.reserved += quantity
+                        if ch >= 0:
+                            self._use_add(r, ch, quantity)
                         allocated[0] = quantity
                         return 0
                     self._free_row[nfree] = r
@@ -1557,6 +1750,8 @@ cdef class FastLedger:
             a.row = <int32_t>self._free_row[c]
             a.node = self._free_node[c]
             self._row(self._free_row[c]).reserved += take
+            if ch >= 0:
+                self._use_add(self._free_row[c], ch, take)
             remaining -= take
             allocated[0] += take
             if remaining == 0:
@@ -1569,6 +1764,8 @@ cdef class FastLedger:
         for k in range(self._n_plan_allocs):
             a = &self._plan_allocs[k]
             self._row(a.row).reserved -= a.quantity
+            if self._plan_ch >= 0:
+                self._use_add(a.row, self._plan_ch, -a.quantity)  # the entry exists: cannot fail
         self._n_plan_allocs = 0
         return 0
 
@@ -1727,7 +1924,10 @@ cdef class FastLedger:
         cdef bint unknown_skus = False
         cdef uint32_t handle
         cdef list keep = None
+        cdef RuleRec* rules = self._ch_rule[ch]
+        cdef int32_t track_ch = <int32_t>ch if self._ch_tracked[ch] else -1
 
+        self._plan_ch = track_ch
         if n < 0:
             lines = list(lines)
             n = self._plan_request(lines, ch)
@@ -1775,7 +1975,7 @@ cdef class FastLedger:
                     )
                 line = &self._plan_lines[li]
                 line.alloc_first = <int32_t>self._n_plan_allocs
-                self._source(pl, quantity, cand, ncand, &allocated)
+                self._source(pl, quantity, cand, ncand, &allocated, rules, track_ch)
                 line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
                 if line.alloc_count > 0:
                     # Every allocation is a row of this SKU: it names the SKU's number.
@@ -1812,6 +2012,7 @@ cdef class FastLedger:
                 reservation_id, h, channel, ttl_s, now, now + ttl_s, allow_partial,
                 self._plan_lines, n, self._plan_allocs, self._n_plan_allocs,
                 self._n_plan_allocs > 0,  # a line is HELD exactly when it got units
+                <int32_t>ch,
             )
         except BaseException:
             self._rollback_holds()
@@ -1949,6 +2150,8 @@ cdef class FastLedger:
                         row.committed -= a.quantity
                 else:
                     continue  # already released or expired: releasing again changes nothing
+                if head.ch >= 0 and self._ch_tracked[head.ch]:
+                    self._untrack_lines(head, line)
                 line.state = RS_RELEASED
         finally:
             if explicit:
@@ -2079,6 +2282,8 @@ cdef class FastLedger:
                     row = self._row(a.row) if a.row >= 0 else self._alloc_row_ptr(a, line.sku)
                     row.committed -= a.quantity
                     row.on_hand -= a.quantity
+                if head.ch >= 0 and self._ch_tracked[head.ch]:
+                    self._untrack_lines(head, line)
                 line.state = RS_FULFILLED
         finally:
             if explicit:
@@ -2227,6 +2432,8 @@ cdef class FastLedger:
                         a = &allocs[q]
                         row = self._row(a.row) if a.row >= 0 else self._alloc_row_ptr(a, line.sku)
                         row.reserved -= a.quantity
+                    if head.ch >= 0 and self._ch_tracked[head.ch]:
+                        self._untrack_lines(head, line)
                     line.state = RS_EXPIRED
             if want_ids:
                 out.append(<object>head.id)
@@ -2311,6 +2518,8 @@ cdef class FastLedger:
         cdef PyObject* p
         cdef list out, breakdown
         cdef tuple selected
+        cdef RuleRec* rules = NULL
+        cdef int32_t ch = -1
         eligible = None
         if channel is not None:
             p = PyDict_GetItemWithError(self._channels, channel)
@@ -2339,6 +2548,10 @@ cdef class FastLedger:
                     )
                 seen.add(node)
             selected = tuple(nodes)
+        if channel is not None:
+            # A channel with rules sees, at each node with a rule, its allowance.
+            ch = <int32_t>_st_lookup(&self._ch_t, channel)
+            rules = self._ch_rule[ch]
         m = len(selected)
         idxs = <int32_t*>_realloc(NULL, (m if m > 0 else 1) * sizeof(int32_t))
         try:
@@ -2356,9 +2569,13 @@ cdef class FastLedger:
                             breakdown.append(_node_availability(selected[k], 0, 0, 0, 0, 0))
                         continue
                     row = self._row(r)
-                    atp = row.on_hand - row.reserved - row.committed - row.safety
-                    if atp < 0:
-                        atp = 0
+                    if rules != NULL and rules[idxs[k]].kind != RK_NONE:
+                        atp = channel_allowance_c(row.on_hand, row.reserved, row.committed, row.safety,
+                                                  rules[idxs[k]].kind, rules[idxs[k]].value, self._use_get(r, ch))
+                    else:
+                        atp = row.on_hand - row.reserved - row.committed - row.safety
+                        if atp < 0:
+                            atp = 0
                     total += atp
                     if per_node:
                         breakdown.append(
@@ -2439,10 +2656,67 @@ cdef class FastLedger:
                     violations.append(
                         f"{where}: committed {committed_qty} != sum of committed lines {committed_sum}"
                     )
+            violations += self._audit_usage()
             return violations
         finally:
             PyMem_RawFree(held)
             PyMem_RawFree(committed)
+
+    def _audit_usage(self):
+        """channel_used of every tracked channel against its held and committed lines (the reference's)."""
+        cdef Py_ssize_t seq
+        cdef uint64_t i
+        cdef int32_t k, j
+        cdef int64_t r
+        cdef ResHead* head
+        cdef LineRec* line
+        cdef AllocRec* a
+        cdef Row* row
+        cdef UseRec* e
+        lines_hold = {}
+        for seq in range(self._n_res):
+            head = self._head(self._res_handle[seq])
+            if head.ch < 0 or not self._ch_tracked[head.ch]:
+                continue
+            for k in range(head.n_lines):
+                line = &_lines_of(head)[k]
+                if line.state != RS_HELD and line.state != RS_COMMITTED:
+                    continue
+                for j in range(line.alloc_first, line.alloc_first + line.alloc_count):
+                    a = &_allocs_of(head)[j]
+                    r = a.row if a.row >= 0 else self._find(line.sku, a.node)
+                    if r >= 0:
+                        key = (r, head.ch)
+                        lines_hold[key] = lines_hold.get(key, 0) + a.quantity
+        stored = {}
+        for i in range(self._use_mask + 1):
+            e = &self._use[i]
+            if e.row >= 0 and e.used != 0:
+                stored[(e.row, e.ch)] = e.used
+        named = {}
+        for r, k in set(stored) | set(lines_hold):
+            row = self._row(r)
+            named[(<object>self._sku_t.recs[row.sku].name, self._node_name(row.node),
+                   <object>self._ch_t.recs[k].name)] = (r, k)
+        violations = []
+        sums = {}
+        for name in sorted(named):
+            sku, node, channel = name
+            used = stored.get(named[name], 0)
+            held = lines_hold.get(named[name], 0)
+            where = f"{sku}@{node}"
+            if used < 0:
+                violations.append(f"{where}: channel_used of {channel} is negative ({used})")
+            if used != held:
+                violations.append(f"{where}: channel_used of {channel} {used} != its held and committed lines {held}")
+            sums[(sku, node)] = (named[name][0], sums.get((sku, node), (0, 0))[1] + used)
+        for (sku, node), (r, total) in sorted(sums.items()):
+            row = self._row(r)
+            if total > row.reserved + row.committed:
+                violations.append(
+                    f"{sku}@{node}: channel_used sums to {total} > reserved + committed {row.reserved + row.committed}"
+                )
+        return violations
 
     def shortages(self):
         """Rows where on_hand no longer covers reserved + committed."""
@@ -2526,6 +2800,11 @@ cdef class FastLedger:
             "rows": rows,
             "reservations": reservations,
             "events": {e: list(fp) for e, fp in self._events.items()},
+            # channel_used is not stored: it is derived from the reservations on load.
+            "channel_rules": {
+                c: [[n, kind, value] for n, (kind, value) in rules.items()] for c, rules in self._rules.items()
+            },
+            "track_usage": sorted(c for c in self._tracked if c not in self._rules),
         }
 
     def load_state(self, state):
@@ -2543,8 +2822,12 @@ cdef class FastLedger:
         self._init_storage()
         for node in state["nodes"]:
             self.define_node(node)
+        channel_rules = state.get("channel_rules", {})
+        track_usage = set(state.get("track_usage", ()))
         for channel, nodes in state["channels"].items():
-            self.define_channel(channel, nodes)
+            self.define_channel(
+                channel, nodes, resolved_rule_list(nodes, channel_rules.get(channel)), channel in track_usage
+            )
         for sku, node, *values in state["rows"]:
             values = [int(v) for v in values]
             s = self._intern_sku(sku)
@@ -2597,11 +2880,14 @@ cdef class FastLedger:
                 rid, fastledger_hash(rid), channel, ttl_s, created_at, expires_at, allow_partial,
                 self._plan_lines, len(spec), self._plan_allocs, n_allocs,
                 any(line_spec[4] == RS_HELD for line_spec in spec),
+                <int32_t>_st_lookup(&self._ch_t, channel) if isinstance(channel, str) else -1,
             )
         for expires_at, rid in heap_entries:
             handle = <uint32_t>self._res_lookup(rid, fastledger_hash(rid))
             self._heap_push(expires_at, handle, self._head(handle).seq)
         self._events = {e: tuple(fp) for e, fp in state["events"].items()}
+        for channel in sorted(self._tracked):
+            self._recount_channel(<int32_t>_st_lookup(&self._ch_t, channel))
 
 
 cdef object _node_availability(object node, int64_t on_hand, int64_t reserved, int64_t committed, int64_t safety,

@@ -424,3 +424,25 @@ def run(rows: int = 1_000_000, ops: int = 350_000, seed: int = 0) -> dict[str, A
         "pure_bytes_per_row": round(pure_bytes / n_rows, 1),
         "reservations": fast.reservation_count(),
     }
+
+
+def run_memory(rows: int, impls: tuple[str, ...] = ("fast",), seed: int = 0) -> dict[str, Any]:
+    """Bytes per (SKU, node) row only: load ``rows`` into a fresh ledger of each kind, no op mix.
+
+    The same catalogue and the same tracemalloc measure as ``run``'s
+    ``bytes_per_row``, without generating and running the program, so it
+    reaches row counts (10,000,000) where the op mix would take too long. Each
+    ledger is dropped before the next one loads, so peak memory is one ledger
+    plus the catalogue.
+    """
+    cat = _Catalogue(rows, seed)
+    out: dict[str, Any] = {"rows": cat.n_skus * len(cat.nodes), "skus": cat.n_skus, "nodes": len(cat.nodes)}
+    for impl in impls:
+        t0 = time.perf_counter()
+        ledger, used = _load_measured(impl, cat)
+        n_rows = ledger.row_count()
+        out[f"{impl}_bytes_per_row"] = round(used / n_rows, 1)
+        out[f"{impl}_load_s"] = round(time.perf_counter() - t0, 1)
+        del ledger
+        gc.collect()
+    return out

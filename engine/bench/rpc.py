@@ -37,11 +37,21 @@ _NODES = ("bench-dc-1", "bench-dc-2", "bench-dc-3")
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[11] is utime, fields[12] stime (0-based after the command name).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its live descendants (``--workers``), from /proc."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # fields[11] is utime, fields[12] stime (0-based after the command name).
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pending.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            continue  # exited between the two reads
+    return total
 
 
 async def _load_catalogue(target: str) -> None:
@@ -144,12 +154,18 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _bench(
-    target: str, server_pid: int, duration_s: float, concurrency: int, rounds: int
+    target: str, server_pid: int, duration_s: float, concurrency: int, rounds: int, connections: int | None
 ) -> dict[str, Any]:
     import grpc
 
     await _load_catalogue(target)
-    channels = [grpc.aio.insecure_channel(target) for _ in range(4)]
+    if connections is None:
+        channels = [grpc.aio.insecure_channel(target) for _ in range(4)]
+    else:
+        # One TCP connection per channel (gRPC would otherwise share one), so
+        # that SO_REUSEPORT can spread them over the worker processes.
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.aio.insecure_channel(target, options=own) for _ in range(connections)]
     identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731 - bytes pass through untouched
     noop_calls = [
         ch.unary_unary(
@@ -188,6 +204,7 @@ async def _bench(
             f"{name}_rps": round(statistics.median(p["rps"] for p in phases), 1),
             f"{name}_p50_ms": round(_percentile(lat, 0.50) * 1e3, 3),
             f"{name}_p99_ms": round(_percentile(lat, 0.99) * 1e3, 3),
+            f"{name}_p999_ms": round(_percentile(lat, 0.999) * 1e3, 3),
             f"{name}_errors": sum(p["errors"] for p in phases),
             f"{name}_server_cpu_us_per_call": round(
                 statistics.median(p["server_cpu_us_per_call"] for p in phases), 1
@@ -232,11 +249,16 @@ def run(
     *,
     memory: bool = False,
     backend: str = "embedded",
+    workers: int = 1,
+    connections: int | None = None,
 ) -> dict[str, Any]:
     """Start a server, measure, stop it; returns the figures (see module docstring).
 
     ``memory=True`` runs the embedded server without a journal, which shows
-    what durability costs next to the same run with it.
+    what durability costs next to the same run with it. ``workers`` (Redis
+    stores only) serves with that many processes on one port; ``connections``
+    opens that many client connections (default: 4 channels that gRPC may
+    multiplex on one). Server CPU then covers the supervisor and its workers.
     """
     import uvloop
 
@@ -245,10 +267,12 @@ def run(
     port = free_port()
     target = f"127.0.0.1:{port}"
     with _store_args(backend, memory) as (data_dir, extra):
+        if workers != 1:
+            extra = [*extra, "--workers", str(workers)]
         server = start_server(port, data_dir, extra)
         try:
             uvloop.run(wait_serving(target, process=server))
-            result = uvloop.run(_bench(target, server.pid, duration_s, concurrency, rounds))
+            result = uvloop.run(_bench(target, server.pid, duration_s, concurrency, rounds, connections))
         finally:
             server.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -261,6 +285,8 @@ def run(
             "store": store,
             "fsync": backend == "embedded" and not memory,
             "concurrency": concurrency,
+            "workers": workers,
+            "connections": connections,
             "phase_s": duration_s,
             "rounds": rounds,
             "cpus": os.cpu_count(),

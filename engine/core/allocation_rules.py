@@ -49,13 +49,16 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from engine.core.errors import FieldViolation, InvalidArgument
-from engine.core.types import Node, NodeType
+from engine.core.types import Channel, Node, NodeType
 
 __all__ = [
     "AllocationPolicy",
     "AllocationRule",
     "RuleKind",
     "channel_allowance",
+    "decode_rules",
+    "encode_rules",
+    "resolve_channel_rules",
     "rule_violations",
 ]
 
@@ -174,9 +177,13 @@ class AllocationPolicy:
                 self._by_channel[rule.channel] = rule
 
     def rule_for(self, channel: str, node: Node) -> AllocationRule | None:
-        rule = self._by_node.get((channel, node.id))
-        if rule is None:
-            rule = self._by_type.get((channel, node.type))
+        return self.rule_at(channel, node.id, node.type)
+
+    def rule_at(self, channel: str, node_id: str, node_type: NodeType | None) -> AllocationRule | None:
+        """The rule for a node given by id and type (None: a type no type rule matches)."""
+        rule = self._by_node.get((channel, node_id))
+        if rule is None and node_type is not None:
+            rule = self._by_type.get((channel, node_type))
         if rule is None:
             rule = self._by_channel.get(channel)
         return rule
@@ -213,3 +220,54 @@ class AllocationPolicy:
             if q > 0:
                 out[node_id] = q
         return out
+
+
+def resolve_channel_rules(channel: Channel, nodes: Mapping[str, Node]) -> list[tuple[int, int]] | None:
+    """The channel's rule at each of its eligible nodes, as the ledgers'
+    ``define_channel`` takes it: ``(kind, value)`` per node in ``channel.nodes``
+    order, ``(NONE, 0)`` where no rule applies; None for a channel without rules.
+
+    Resolution needs the node's type, so a store resolves again when a node's
+    type changes. A node missing from ``nodes`` resolves by its id and the
+    channel-wide rule only.
+    """
+    if not channel.allocation_rules:
+        return None
+    policy = AllocationPolicy(channel.allocation_rules)
+    out: list[tuple[int, int]] = []
+    for node_id in channel.nodes:
+        node = nodes.get(node_id)
+        rule = policy.rule_at(channel.id, node_id, node.type if node is not None else None)
+        out.append((int(rule.kind), int(rule.value)) if rule is not None else (int(RuleKind.NONE), 0))
+    return out
+
+
+def encode_rules(rules: Iterable[AllocationRule]) -> list[dict[str, object]]:
+    """JSON-able rules, for the stores' network records (the channel id is the record's)."""
+    return [
+        {
+            "kind": int(rule.kind),
+            "value": rule.value,
+            "node": rule.node,
+            "node_type": None if rule.node_type is None else int(rule.node_type),
+            "protects": rule.protects,
+        }
+        for rule in rules
+    ]
+
+
+def decode_rules(channel: str, data: Iterable[Mapping[str, object]]) -> tuple[AllocationRule, ...]:
+    out: list[AllocationRule] = []
+    for item in data:
+        node_type = item.get("node_type")
+        out.append(
+            AllocationRule(
+                channel=channel,
+                kind=RuleKind(int(item["kind"])),  # type: ignore[call-overload]
+                value=int(item["value"]),  # type: ignore[call-overload]
+                node=item.get("node"),  # type: ignore[arg-type]
+                node_type=None if node_type is None else NodeType(int(node_type)),  # type: ignore[call-overload]
+                protects=item.get("protects"),  # type: ignore[arg-type]
+            )
+        )
+    return tuple(out)

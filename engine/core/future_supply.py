@@ -15,23 +15,38 @@ available.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
-from engine.core.errors import FieldViolation, InvalidArgument
+from engine.core.errors import FieldViolation, InvalidArgument, UnknownNode
 from engine.core.types import MAX_QUANTITY
 
 __all__ = [
+    "DEFAULT_INBOUND_PAGE",
+    "MAX_ETA_AHEAD_S",
+    "MAX_ETA_BEHIND_S",
+    "MAX_INBOUND_BATCH",
+    "MAX_INBOUND_PAGE",
     "FutureSupply",
     "InboundKind",
+    "InboundOutcome",
+    "InboundPage",
     "InboundSupply",
     "TimePhasedAtp",
+    "check_inbound_batch",
+    "decode_inbound",
+    "encode_inbound",
     "inbound_violations",
+    "page_of",
     "time_phased_atp",
+    "validate_inbound_ids",
+    "validate_inbound_records",
 ]
 
 _ID = re.compile(r"[!-~]{1,128}")
@@ -117,6 +132,180 @@ def time_phased_atp(
         elif available != steps[-1][1]:
             steps.append((record.eta, available))
     return TimePhasedAtp(tuple(steps))
+
+
+class InboundOutcome(IntEnum):
+    """What an upsert did to one record."""
+
+    CREATED = 1
+    UPDATED = 2  # same id, another body: the PO line was revised (ETA, quantity...)
+    UNCHANGED = 3  # the same record again: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPage:
+    """One page of a listing in id order; ``next_after`` is the last id of this
+    page when more may follow (the next page starts after it), else None."""
+
+    records: tuple[InboundSupply, ...]
+    next_after: str | None
+
+
+# ------------------------------------------------------------------ limits
+
+# Records one upsert (or ids one delete) may carry: the supply batches' limit.
+MAX_INBOUND_BATCH = 1_000
+# Listing pages (AIP-158): the default page and the largest one served.
+DEFAULT_INBOUND_PAGE = 100
+MAX_INBOUND_PAGE = 1_000
+# How far from the engine's clock an ETA may be. Behind: a PO that is overdue
+# (the truck is late) is still expected and stays promisable from "now", but
+# one more than a year late is a record nobody closed or a bad timestamp (an
+# unset proto Timestamp is 1970). Ahead: three years covers long-lead imports
+# and preorders; beyond that it is a typo that would pin a promise date years out.
+MAX_ETA_BEHIND_S = 365 * 86_400.0
+MAX_ETA_AHEAD_S = 3 * 365 * 86_400.0
+
+
+def validate_inbound_records(records: Sequence[InboundSupply], now: float, prefix: str = "records") -> None:
+    """An upsert batch, as the API's ``records`` field: every violation at once.
+
+    On top of :func:`inbound_violations`: 1..1,000 records, each id once (two
+    bodies for one id in one batch would make the outcome depend on order),
+    and the ETA present and within the bounds above around ``now``. A NaN
+    ETA stands for "not given" (see ``engine.service.convert``).
+    """
+    v: list[FieldViolation] = []
+    if not records:
+        v.append(FieldViolation(prefix, "at least one record is required"))
+    elif len(records) > MAX_INBOUND_BATCH:
+        v.append(FieldViolation(prefix, f"at most {MAX_INBOUND_BATCH} records, got {len(records)}"))
+    for found in inbound_violations(records, prefix):
+        index = int(found.field[len(prefix) + 1 : found.field.index("]")])
+        eta = records[index].eta
+        if found.field.endswith(".eta") and isinstance(eta, float) and math.isnan(eta):
+            v.append(FieldViolation(found.field, "is required"))
+        else:
+            v.append(found)
+    earliest, latest = now - MAX_ETA_BEHIND_S, now + MAX_ETA_AHEAD_S
+    seen: dict[str, int] = {}
+    for i, r in enumerate(records):
+        eta = r.eta
+        if isinstance(eta, (int, float)) and math.isfinite(eta) and not earliest <= eta <= latest:
+            v.append(
+                FieldViolation(
+                    f"{prefix}[{i}].eta", "must be within 1 year before and 3 years after the engine's time"
+                )
+            )
+        if isinstance(r.id, str) and r.id in seen:
+            v.append(FieldViolation(f"{prefix}[{i}].id", f"repeats {prefix}[{seen[r.id]}].id"))
+        seen.setdefault(r.id, i)
+    if v:
+        _fail(v)
+
+
+def validate_inbound_ids(ids: Sequence[str], prefix: str = "ids") -> None:
+    """A delete batch: 1..1,000 ids, each 1-128 printable ASCII characters."""
+    v: list[FieldViolation] = []
+    if not ids:
+        v.append(FieldViolation(prefix, "at least one id is required"))
+    elif len(ids) > MAX_INBOUND_BATCH:
+        v.append(FieldViolation(prefix, f"at most {MAX_INBOUND_BATCH} ids, got {len(ids)}"))
+    for i, supply_id in enumerate(ids):
+        if not isinstance(supply_id, str) or _ID.fullmatch(supply_id) is None:
+            v.append(
+                FieldViolation(
+                    f"{prefix}[{i}]", "must be 1-128 printable ASCII characters without whitespace"
+                )
+            )
+    if v:
+        _fail(v)
+
+
+def check_inbound_batch(
+    records: Sequence[InboundSupply], node_exists: Callable[[str], bool], prefix: str = "records"
+) -> None:
+    """What a store checks of an upsert batch before changing anything.
+
+    Shapes (:func:`inbound_violations`) and repeated ids fail as
+    InvalidArgument with every violation; then the first record whose node
+    the store does not know fails as UnknownNode (NODE_NOT_FOUND). The ETA
+    bounds are the edge's (they depend on the server's clock, not the store's).
+    """
+    v = inbound_violations(records, prefix)
+    seen: set[str] = set()
+    for i, r in enumerate(records):
+        if r.id in seen:
+            v.append(FieldViolation(f"{prefix}[{i}].id", "repeats an earlier record's id"))
+        seen.add(r.id)
+    if v:
+        _fail(v)
+    for i, r in enumerate(records):
+        if not node_exists(r.node):
+            raise UnknownNode(r.node, field=f"{prefix}[{i}].node")
+
+
+def _fail(violations: list[FieldViolation]) -> None:
+    first = violations[0]
+    more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+    raise InvalidArgument(f"{first.field} {first.description}{more}", tuple(violations))
+
+
+# ------------------------------------------------------------- persistence
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
+def encode_inbound(record: InboundSupply) -> str:
+    """The record as compact JSON, the same text for the same record.
+
+    Both stores keep this text (the journal, snapshots, Redis): the Redis
+    scripts recognise a re-sent record by comparing it. The ETA is written
+    with ``repr`` precision, so it reads back as the same float.
+    """
+    return _ENCODER.encode(
+        {
+            "id": record.id,
+            "sku": record.sku,
+            "node": record.node,
+            "quantity": record.quantity,
+            "eta": float(record.eta),
+            "kind": InboundKind(record.kind).name,
+        }
+    )
+
+
+def decode_inbound(text: str | bytes) -> InboundSupply:
+    data: dict[str, Any] = json.loads(text)
+    return InboundSupply(
+        id=data["id"],
+        sku=data["sku"],
+        node=data["node"],
+        quantity=int(data["quantity"]),
+        eta=float(data["eta"]),
+        kind=InboundKind[data["kind"]],
+    )
+
+
+def page_of(
+    records: Iterable[InboundSupply], *, sku: str | None, node: str | None, after: str | None, limit: int
+) -> InboundPage:
+    """The listing rule both stores follow: filter, order by id, the ``limit``
+    records after id ``after``. Ids are ASCII, so str order is byte order,
+    which Redis's ZRANGEBYLEX uses too."""
+    limit = max(1, limit)
+    chosen = sorted(
+        (
+            r
+            for r in records
+            if (sku is None or r.sku == sku)
+            and (node is None or r.node == node)
+            and (after is None or r.id > after)
+        ),
+        key=lambda r: r.id,
+    )
+    page = tuple(chosen[:limit])
+    return InboundPage(page, page[-1].id if len(chosen) > limit else None)
 
 
 class FutureSupply:

@@ -15,9 +15,10 @@ everything, then writes: a raised error leaves the state as it was.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from engine.core.allocation_rules import MAX_UNITS, RuleKind, channel_allowance
 from engine.core.errors import (
     FieldViolation,
     IdempotencyMismatch,
@@ -46,7 +47,14 @@ from engine.core.types import (
     aggregate_state,
 )
 
-__all__ = ["MAX_VERSION", "PureLedger", "STATE_FORMAT", "row_violations"]
+__all__ = [
+    "MAX_VERSION",
+    "PureLedger",
+    "STATE_FORMAT",
+    "check_channel_rules",
+    "row_violations",
+    "usage_violations",
+]
 
 HELD = ReservationState.HELD
 COMMITTED = ReservationState.COMMITTED
@@ -78,6 +86,57 @@ def row_violations(*values: object) -> tuple[FieldViolation, ...]:
         FieldViolation(name, f"must be an integer in 0..{limit}, got {value!r}")
         for (name, limit), value in zip(_ROW_LIMITS, values, strict=True)
         if not isinstance(value, int) or not 0 <= value <= limit
+    )
+
+
+def check_channel_rules(
+    node_ids: Sequence[str], rules: Sequence[tuple[int, int]] | None
+) -> dict[str, tuple[int, int]]:
+    """Validate ``define_channel``'s resolved rules and return the real ones by
+    node. Shared by both ledgers so they accept and refuse exactly the same."""
+    if rules is None:
+        return {}
+    if len(rules) != len(node_ids):
+        raise InvalidArgument(
+            "give one rule per eligible node",
+            (FieldViolation("rules", f"{len(rules)} rules for {len(node_ids)} nodes"),),
+        )
+    out: dict[str, tuple[int, int]] = {}
+    for i, (node, rule) in enumerate(zip(node_ids, rules, strict=True)):
+        kind, value = rule
+        limit = 100 if kind == RuleKind.SHARE else MAX_UNITS
+        if not isinstance(kind, int) or kind not in (0, 1, 2, 3):
+            raise InvalidArgument(
+                f"rule {i} has an unknown kind", (FieldViolation(f"rules[{i}]", f"unknown kind {kind!r}"),)
+            )
+        if not isinstance(value, int) or not 0 <= value <= limit:
+            raise InvalidArgument(
+                f"rule {i} is out of range", (FieldViolation(f"rules[{i}]", f"value must be 0..{limit}"),)
+            )
+        if kind != RuleKind.NONE:
+            out[node] = (int(kind), int(value))
+    return out
+
+
+def resolved_rule_list(
+    node_ids: Sequence[str], by_node: Sequence[Sequence[Any]] | None
+) -> list[tuple[int, int]] | None:
+    """``define_channel``'s rules from an exported ``[[node, kind, value]...]``."""
+    if not by_node:
+        return None
+    table = {node: (int(kind), int(value)) for node, kind, value in by_node}
+    return [table.get(node, (int(RuleKind.NONE), 0)) for node in node_ids]
+
+
+def usage_violations(channel_used: Mapping[str, int] | None) -> tuple[FieldViolation, ...]:
+    """What is wrong with ``set_row``'s per-channel counters (each an int in 0..2 * MAX_ON_HAND)."""
+    if not channel_used:
+        return ()
+    limit = 2 * MAX_ON_HAND
+    return tuple(
+        FieldViolation(f"channel_used[{channel}]", f"must be an integer in 0..{limit}, got {used!r}")
+        for channel, used in channel_used.items()
+        if not isinstance(used, int) or not 0 <= used <= limit
     )
 
 
@@ -136,13 +195,37 @@ class PureLedger:
         self._reservations: dict[str, _Reservation] = {}
         self._expiry: list[tuple[float, str]] = []
         self._events: dict[str, tuple[Any, ...]] = {}
+        # Channel allocation: each ruled channel's resolved rule per eligible
+        # node, (kind, value), rule-less nodes left out; and channel_used, the
+        # units of a channel at a row that are held or committed, kept only for
+        # tracked channels (those with rules, or defined with track_usage) so a
+        # ledger without rules pays nothing. Zero entries are dropped.
+        self._rules: dict[str, dict[str, tuple[int, int]]] = {}
+        self._tracked: set[str] = set()
+        self._used: dict[tuple[str, str, str], int] = {}
 
     # ------------------------------------------------------------------ network
 
     def define_node(self, node_id: str) -> None:
         self._nodes[node_id] = None
 
-    def define_channel(self, channel_id: str, node_ids: Sequence[str]) -> None:
+    def define_channel(
+        self,
+        channel_id: str,
+        node_ids: Sequence[str],
+        rules: Sequence[tuple[int, int]] | None = None,
+        track_usage: bool = False,
+    ) -> None:
+        """Define (or redefine) a channel: its eligible nodes in priority order and,
+        optionally, the allocation rule resolved for each of them (``rules[i]`` is
+        the ``(RuleKind, value)`` for ``node_ids[i]``, ``RuleKind.NONE`` for none).
+
+        A channel with a rule is *tracked*: the ledger keeps its channel_used per
+        row. ``track_usage`` tracks a channel without rules too (an availability
+        view fed with counters by ``set_row``). A channel that starts being
+        tracked gets its counters from its live holds and committed lines.
+        """
+        resolved = check_channel_rules(node_ids, rules)
         for i, node in enumerate(node_ids):
             if node not in self._nodes:
                 raise UnknownNode(node, field=f"nodes[{i}]")
@@ -153,6 +236,53 @@ class PureLedger:
                     (FieldViolation(f"nodes[{i}]", f"node {node!r} is listed twice"),),
                 )
         self._channels[channel_id] = tuple(node_ids)
+        if resolved:
+            self._rules[channel_id] = resolved
+        else:
+            self._rules.pop(channel_id, None)
+        tracked = bool(resolved) or bool(track_usage)
+        if tracked and channel_id not in self._tracked:
+            self._tracked.add(channel_id)
+            self._recount_channel(channel_id)
+        elif not tracked and channel_id in self._tracked:
+            self._tracked.discard(channel_id)
+            for key in [k for k in self._used if k[2] == channel_id]:
+                del self._used[key]
+
+    def channel_rules(self, channel_id: str) -> dict[str, tuple[int, int]]:
+        """The channel's resolved rules by node (nodes without a rule left out)."""
+        if channel_id not in self._channels:
+            raise UnknownChannel(channel_id)
+        return dict(self._rules.get(channel_id, {}))
+
+    def channel_usage(self, sku: str, node: str) -> dict[str, int]:
+        """channel_used of the row by tracked channel, non-zero ones only, sorted by channel."""
+        return {
+            channel: used
+            for (s, n, channel), used in sorted(self._used.items(), key=lambda kv: kv[0][2])
+            if s == sku and n == node and used != 0
+        }
+
+    def _recount_channel(self, channel_id: str) -> None:
+        used = self._used
+        for key in [k for k in used if k[2] == channel_id]:
+            del used[key]
+        for res in self._reservations.values():
+            if res.channel != channel_id:
+                continue
+            for line in res.lines:
+                if line.state in (HELD, COMMITTED):
+                    for node, q in line.allocations:
+                        if (line.sku, node) in self._rows:
+                            self._add_used(line.sku, node, channel_id, q)
+
+    def _add_used(self, sku: str, node: str, channel: str, delta: int) -> None:
+        key = (sku, node, channel)
+        value = self._used.get(key, 0) + delta
+        if value:
+            self._used[key] = value
+        else:
+            self._used.pop(key, None)
 
     def has_node(self, node_id: str) -> bool:
         return node_id in self._nodes
@@ -267,6 +397,7 @@ class PureLedger:
         committed: int,
         safety_stock: int,
         version: int,
+        channel_used: Mapping[str, int] | None = None,
     ) -> None:
         """Overwrite (or create) the counters of one row with absolute values.
 
@@ -277,11 +408,23 @@ class PureLedger:
         0..its limit (``row_violations``). On a ledger that holds reservations,
         ``audit()`` reports any difference this makes between ``reserved`` or
         ``committed`` and the holds.
+
+        ``channel_used`` sets the row's counters of the channels it names (the
+        units each holds or has committed there, which a channel's allowance
+        depends on) to absolute values; the other channels' counters stay. A
+        feed entry names the channels whose counters changed. Channels the
+        ledger does not track are ignored.
         """
         self._require_node(node)
         violations = row_violations(on_hand, reserved, committed, safety_stock, version)
+        violations += usage_violations(channel_used)
         if violations:
             raise InvalidArgument(f"counters of {sku}@{node} are out of range", violations)
+        for channel, used in (channel_used or {}).items():
+            if channel in self._tracked:
+                self._used.pop((sku, node, channel), None)
+                if used:
+                    self._used[(sku, node, channel)] = used
         values = [on_hand, reserved, committed, safety_stock, version]
         row = self._rows.get((sku, node))
         if row is None:
@@ -334,7 +477,7 @@ class PureLedger:
                 candidates: Sequence[str] = (node,)
             else:
                 candidates = eligible
-            allocations = self._source(sku, quantity, candidates, taken)
+            allocations = self._source(sku, quantity, candidates, taken, channel)
             allocated = sum(q for _, q in allocations)
             if allocated < quantity:
                 shortfalls.append(Shortfall(index, sku, quantity, allocated))
@@ -349,9 +492,12 @@ class PureLedger:
         expires_at = now + ttl_s
         # Checks passed: write.
         new_lines: list[_Line] = []
+        tracked = channel in self._tracked
         for sku, quantity, node, allocations in planned:
             for n, q in allocations:
                 self._rows[(sku, n)][RESERVED] += q
+                if tracked:
+                    self._add_used(sku, n, channel, q)
             state = HELD if allocations else RELEASED
             new_lines.append(_Line(sku, quantity, node, allocations, state))
         self._reservations[reservation_id] = _Reservation(
@@ -397,6 +543,7 @@ class PureLedger:
                         f"line {i} of reservation {reservation_id!r} is fulfilled",
                         reason="LINE_FULFILLED",
                     )
+        tracked = res.channel in self._tracked
         for line in selected:
             if line.state == HELD:
                 column = RESERVED
@@ -406,6 +553,8 @@ class PureLedger:
                 continue  # already released or expired: releasing again changes nothing
             for node, q in line.allocations:
                 self._rows[(line.sku, node)][column] -= q
+                if tracked:
+                    self._add_used(line.sku, node, res.channel, -q)
             line.state = RELEASED
         return res.state()
 
@@ -451,6 +600,7 @@ class PureLedger:
                     f"cannot ship {q} of {sku}@{node}: only {on_hand} on hand",
                     reason="NEGATIVE_ON_HAND",
                 )
+        tracked = res.channel in self._tracked
         for line in selected:
             if line.state != COMMITTED:
                 continue
@@ -458,6 +608,8 @@ class PureLedger:
                 row = self._rows[(line.sku, node)]
                 row[COMMITTED_QTY] -= q
                 row[ON_HAND] -= q
+                if tracked:
+                    self._add_used(line.sku, node, res.channel, -q)
             line.state = FULFILLED
         return res.state()
 
@@ -497,10 +649,14 @@ class PureLedger:
             due_set.add((expires_at, rid))
         due.sort()
         for _, rid in due:
-            for line in self._reservations[rid].lines:
+            res = self._reservations[rid]
+            tracked = res.channel in self._tracked
+            for line in res.lines:
                 if line.state == HELD:
                     for node, q in line.allocations:
                         self._rows[(line.sku, node)][RESERVED] -= q
+                        if tracked:
+                            self._add_used(line.sku, node, res.channel, -q)
                     line.state = EXPIRED
         return [rid for _, rid in due]
 
@@ -551,6 +707,8 @@ class PureLedger:
         selected = self._select_nodes(channel, nodes)
         out: list[SkuAvailability] = []
         rows = self._rows
+        # A channel with rules sees, at each node with a rule, its allowance.
+        rules = self._rules.get(channel) if channel is not None else None
         for sku in skus:
             total = 0
             breakdown: list[NodeAvailability] = []
@@ -561,9 +719,17 @@ class PureLedger:
                     if per_node:
                         breakdown.append(NodeAvailability(node, 0, 0, 0, 0, 0))
                     continue
-                atp = row[ON_HAND] - row[RESERVED] - row[COMMITTED_QTY] - row[SAFETY]
-                if atp < 0:
-                    atp = 0
+                rule = rules.get(node) if rules else None
+                if rule is not None:
+                    assert channel is not None
+                    atp = channel_allowance(
+                        row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY],
+                        rule[0], rule[1], self._used.get((sku, node, channel), 0),
+                    )  # fmt: skip
+                else:
+                    atp = row[ON_HAND] - row[RESERVED] - row[COMMITTED_QTY] - row[SAFETY]
+                    if atp < 0:
+                        atp = 0
                 total += atp
                 if per_node:
                     breakdown.append(
@@ -603,6 +769,42 @@ class PureLedger:
             if committed_qty != committed.get(key, 0):
                 violations.append(
                     f"{where}: committed {committed_qty} != sum of committed lines {committed.get(key, 0)}"
+                )
+        violations += self._audit_usage()
+        return violations
+
+    def _audit_usage(self) -> list[str]:
+        """channel_used of every tracked channel against its held and committed lines."""
+        lines_hold: dict[tuple[str, str, str], int] = {}
+        for res in self._reservations.values():
+            if res.channel not in self._tracked:
+                continue
+            for line in res.lines:
+                if line.state in (HELD, COMMITTED):
+                    for node, q in line.allocations:
+                        if (line.sku, node) in self._rows:
+                            key = (line.sku, node, res.channel)
+                            lines_hold[key] = lines_hold.get(key, 0) + q
+        violations: list[str] = []
+        sums: dict[tuple[str, str], int] = {}
+        for key in sorted(set(self._used) | set(lines_hold)):
+            sku, node, channel = key
+            used = self._used.get(key, 0)
+            where = f"{sku}@{node}"
+            if used < 0:
+                violations.append(f"{where}: channel_used of {channel} is negative ({used})")
+            if used != lines_hold.get(key, 0):
+                violations.append(
+                    f"{where}: channel_used of {channel} {used} != its held and committed lines "
+                    f"{lines_hold.get(key, 0)}"
+                )
+            sums[(sku, node)] = sums.get((sku, node), 0) + used
+        for (sku, node), total in sorted(sums.items()):
+            row = self._rows.get((sku, node))
+            taken = row[RESERVED] + row[COMMITTED_QTY] if row else 0
+            if total > taken:
+                violations.append(
+                    f"{sku}@{node}: channel_used sums to {total} > reserved + committed {taken}"
                 )
         return violations
 
@@ -655,6 +857,12 @@ class PureLedger:
                 for r in self._reservations.values()
             ],
             "events": {e: list(fp) for e, fp in self._events.items()},
+            # channel_used is not stored: it is derived from the reservations on load.
+            "channel_rules": {
+                c: [[n, kind, value] for n, (kind, value) in rules.items()]
+                for c, rules in self._rules.items()
+            },
+            "track_usage": sorted(c for c in self._tracked if c not in self._rules),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -664,8 +872,12 @@ class PureLedger:
         self.__init__()  # type: ignore[misc]
         for node in state["nodes"]:
             self.define_node(node)
+        channel_rules = state.get("channel_rules", {})
+        track_usage = set(state.get("track_usage", ()))
         for channel, nodes in state["channels"].items():
-            self.define_channel(channel, nodes)
+            self.define_channel(
+                channel, nodes, resolved_rule_list(nodes, channel_rules.get(channel)), channel in track_usage
+            )
         for sku, node, *row in state["rows"]:
             self._rows[(sku, node)] = [int(v) for v in row]
         for rid, channel, ttl_s, allow_partial, created_at, expires_at, lines in state["reservations"]:
@@ -686,6 +898,8 @@ class PureLedger:
                 self._expiry.append((expires_at, rid))
         heapq.heapify(self._expiry)
         self._events = {e: tuple(fp) for e, fp in state["events"].items()}
+        for channel in sorted(self._tracked):
+            self._recount_channel(channel)
 
     # ----------------------------------------------------------------- helpers
 
@@ -699,15 +913,27 @@ class PureLedger:
         quantity: int,
         candidates: Sequence[str],
         taken: dict[tuple[str, str], int],
+        channel: str,
     ) -> list[tuple[str, int]]:
         """Deterministic sourcing: the first candidate that covers the whole line,
-        else fill greedily across candidates in priority order."""
+        else fill greedily across candidates in priority order. What a node can
+        give is its ATP, or the channel's allowance where the channel has a rule
+        there (``taken`` by this request counts as the channel's, for both)."""
         free: list[tuple[str, int]] = []
+        rules = self._rules.get(channel)
         for node in candidates:
             row = self._rows.get((sku, node))
             if row is None:
                 continue
-            atp = row[ON_HAND] - row[RESERVED] - row[COMMITTED_QTY] - row[SAFETY] - taken.get((sku, node), 0)
+            t = taken.get((sku, node), 0)
+            rule = rules.get(node) if rules else None
+            if rule is not None:
+                used = self._used.get((sku, node, channel), 0) + t
+                atp = channel_allowance(
+                    row[ON_HAND], row[RESERVED] + t, row[COMMITTED_QTY], row[SAFETY], rule[0], rule[1], used
+                )
+            else:
+                atp = row[ON_HAND] - row[RESERVED] - row[COMMITTED_QTY] - row[SAFETY] - t
             if atp <= 0:
                 continue
             if atp >= quantity:

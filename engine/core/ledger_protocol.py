@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from engine.core.types import Reservation, SkuAvailability, StockChange, StockLevel, SupplyOp
@@ -14,10 +14,18 @@ class Ledger(Protocol):
     implementation: str
 
     def define_node(self, node_id: str) -> None: ...
-    def define_channel(self, channel_id: str, node_ids: Sequence[str]) -> None: ...
+    def define_channel(
+        self,
+        channel_id: str,
+        node_ids: Sequence[str],
+        rules: Sequence[tuple[int, int]] | None = None,
+        track_usage: bool = False,
+    ) -> None: ...
     def has_node(self, node_id: str) -> bool: ...
     def has_channel(self, channel_id: str) -> bool: ...
     def channel_nodes(self, channel_id: str) -> tuple[str, ...]: ...
+    def channel_rules(self, channel_id: str) -> dict[str, tuple[int, int]]: ...
+    def channel_usage(self, sku: str, node: str) -> dict[str, int]: ...
 
     def apply_supply(self, ops: Sequence[SupplyOp], now: float) -> list[StockChange]: ...
     def adjust_stock(
@@ -38,6 +46,7 @@ class Ledger(Protocol):
         committed: int,
         safety_stock: int,
         version: int,
+        channel_used: Mapping[str, int] | None = None,
     ) -> None: ...
     def stock(self, sku: str, node: str) -> StockLevel: ...
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # allocation_rules imports this module
+    from engine.core.allocation_rules import AllocationRule
 
 __all__ = [
     "Allocation",
@@ -289,8 +292,13 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A sales channel; ``nodes`` are its eligible nodes in sourcing priority order."""
+    """A sales channel; ``nodes`` are its eligible nodes in sourcing priority order.
+
+    ``allocation_rules`` limit what the channel may take of a node's stock
+    (engine/core/allocation_rules.py); each rule's ``channel`` is this id.
+    """
 
     id: str
     nodes: tuple[str, ...] = field(default_factory=tuple)
     name: str = ""
+    allocation_rules: tuple[AllocationRule, ...] = ()

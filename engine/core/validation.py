@@ -33,6 +33,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from engine.core.allocation_rules import rule_violations
 from engine.core.errors import FieldViolation, InvalidArgument
 from engine.core.network import node_violations
 from engine.core.types import (
@@ -265,8 +266,29 @@ def validate_channel(channel: Channel, prefix: str = "channel") -> None:
             v.append(FieldViolation(f"{prefix}.nodes[{i}]", f"repeats nodes[{first_seen[node]}]"))
         else:
             first_seen[node] = i
+    v.extend(allocation_rule_violations(channel, prefix))
     if v:
         _fail(v)
+
+
+def allocation_rule_violations(channel: Channel, prefix: str = "channel") -> list[FieldViolation]:
+    """A channel's allocation rules: well-formed (rule_violations), its own, and
+    about its eligible nodes (a rule for a node it cannot sell from is a mistake)."""
+    at = f"{prefix}.allocation_rules"
+    v = rule_violations(channel.allocation_rules, prefix=at)
+    eligible = set(channel.nodes)
+    for i, rule in enumerate(channel.allocation_rules):
+        if rule.channel != channel.id:
+            v.append(FieldViolation(f"{at}[{i}].channel", f"must be the channel's id {channel.id!r}"))
+        if rule.node is not None and rule.node not in eligible:
+            v.append(
+                FieldViolation(f"{at}[{i}].node", f"{rule.node!r} is not an eligible node of the channel")
+            )
+        if rule.node_type is not None and rule.node_type not in set(NodeType):
+            v.append(FieldViolation(f"{at}[{i}].node_type", "unknown node type"))
+        if rule.protects is not None and _CHANNEL.fullmatch(rule.protects) is None:
+            v.append(_id_violation(f"{at}[{i}].protects", rule.protects, _CHANNEL_RULE))
+    return v
 
 
 _NODE_TYPES = frozenset(NodeType)

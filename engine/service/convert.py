@@ -9,6 +9,10 @@ in the API mean "not given" and become None here.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 from collections.abc import Sequence
 from datetime import date
 
@@ -21,6 +25,16 @@ from engine._proto.inventory.v1 import (
     network_service_pb2,
     stock_pb2,
     supply_service_pb2,
+)
+from engine.core.allocation_rules import AllocationRule, RuleKind
+from engine.core.errors import FieldViolation, InvalidArgument
+from engine.core.future_supply import (
+    DEFAULT_INBOUND_PAGE,
+    MAX_INBOUND_PAGE,
+    InboundKind,
+    InboundOutcome,
+    InboundPage,
+    InboundSupply,
 )
 from engine.core.network import Destination
 from engine.core.promising import LineOption, Quote, QuoteLine, QuoteRequest, StoreStock, SupplySource
@@ -51,6 +65,11 @@ __all__ = [
     "channel_pb",
     "duration_s",
     "find_in_stores_pb",
+    "inbound_delete_pb",
+    "inbound_list_pb",
+    "inbound_list_request",
+    "inbound_records",
+    "inbound_upsert_pb",
     "node_from_pb",
     "node_pb",
     "quote_pb",
@@ -70,17 +89,20 @@ _STATE_PB = {
 }
 _NODE_TYPE_PB = {t: network_service_pb2.NodeType.Value(f"NODE_TYPE_{t.name}") for t in NodeType}
 _NODE_TYPE_FROM_PB = {pb: t for t, pb in _NODE_TYPE_PB.items()}
+# AllocationRuleKind numbers are RuleKind's (UNSPECIFIED = NONE, refused by validation).
+_RULE_KINDS = frozenset(int(k) for k in RuleKind)
 _METHOD_PB = {
     m: inventory_service_pb2.FulfillmentMethod.Value(f"FULFILLMENT_METHOD_{m.name}")
     for m in FulfillmentMethod
 }
 _METHOD_FROM_PB = {pb: m for m, pb in _METHOD_PB.items()}
-# INBOUND (backorders against purchase orders) has no wire value yet: future
-# supply cannot be set through the API, so a quote never contains it.
 _SOURCE_PB: dict[SupplySource, int] = {
-    s: inventory_service_pb2.SupplySource.Value(f"SUPPLY_SOURCE_{s.name}")
-    for s in SupplySource
-    if s != SupplySource.INBOUND
+    s: inventory_service_pb2.SupplySource.Value(f"SUPPLY_SOURCE_{s.name}") for s in SupplySource
+}
+_INBOUND_KIND_PB = {k: supply_service_pb2.InboundKind.Value(f"INBOUND_KIND_{k.name}") for k in InboundKind}
+_INBOUND_KIND_FROM_PB = {pb: k for k, pb in _INBOUND_KIND_PB.items()}
+_INBOUND_OUTCOME_PB = {
+    o: supply_service_pb2.InboundOutcome.Value(f"INBOUND_OUTCOME_{o.name}") for o in InboundOutcome
 }
 
 
@@ -171,7 +193,26 @@ def _iso_date(d: date_pb2.Date) -> str:
 
 
 def channel_from_pb(pb: network_service_pb2.Channel) -> Channel:
-    return Channel(id=pb.id, nodes=tuple(pb.nodes), name=pb.name)
+    return Channel(
+        id=pb.id,
+        nodes=tuple(pb.nodes),
+        name=pb.name,
+        allocation_rules=tuple(_rule_from_pb(pb.id, r) for r in pb.allocation_rules),
+    )
+
+
+def _rule_from_pb(channel: str, pb: network_service_pb2.AllocationRule) -> AllocationRule:
+    # UNSPECIFIED (NONE) or an unknown number is kept as is, for validation to refuse by name.
+    kind = RuleKind(pb.kind) if pb.kind in _RULE_KINDS else pb.kind
+    node_type = _NODE_TYPE_FROM_PB.get(pb.node_type, pb.node_type) if pb.node_type else None
+    return AllocationRule(
+        channel=channel,
+        kind=kind,  # type: ignore[arg-type]
+        value=pb.value,
+        node=pb.node or None,
+        node_type=node_type,  # type: ignore[arg-type]
+        protects=pb.protects or None,
+    )
 
 
 def quote_request(pb: inventory_service_pb2.QuoteRequest) -> tuple[str, QuoteRequest]:
@@ -201,7 +242,55 @@ def quote_request(pb: inventory_service_pb2.QuoteRequest) -> tuple[str, QuoteReq
         methods=methods,  # type: ignore[arg-type]
         service_levels=tuple(pb.service_levels),
         allow_split=pb.allow_split,
+        allow_backorder=pb.allow_backorder,
     )
+
+
+def inbound_records(pb: supply_service_pb2.UpsertInboundSupplyRequest) -> list[InboundSupply]:
+    """The records to upsert. An unset ETA becomes NaN and UNSPECIFIED or an
+    unknown kind stays an int: validation names both."""
+    return [
+        InboundSupply(
+            id=r.id,
+            sku=r.sku,
+            node=r.node,
+            quantity=r.quantity,
+            eta=r.eta.seconds + r.eta.nanos / 1e9 if r.HasField("eta") else math.nan,
+            kind=_INBOUND_KIND_FROM_PB.get(r.kind, r.kind),  # type: ignore[arg-type]
+        )
+        for r in pb.records
+    ]
+
+
+def inbound_list_request(
+    pb: supply_service_pb2.ListInboundSupplyRequest,
+) -> tuple[str | None, str | None, str | None, int]:
+    """(sku, node, after, limit) of a listing, page size and token checked (AIP-158).
+
+    The token is opaque to clients: base64 of the last id served and the
+    filters it was served under, so a token reused with other filters is
+    refused rather than silently paging through another listing.
+    """
+    sku, node = pb.sku or None, pb.node or None
+    violations: list[FieldViolation] = []
+    if pb.page_size < 0:
+        violations.append(FieldViolation("page_size", "must not be negative"))
+    after: str | None = None
+    if pb.page_token:
+        try:
+            token = json.loads(base64.urlsafe_b64decode(pb.page_token.encode("ascii")))
+            after, token_sku, token_node = token["after"], token["sku"], token["node"]
+            if not isinstance(after, str) or (token_sku, token_node) != (sku, node):
+                raise ValueError("the token belongs to another listing")
+        except (ValueError, KeyError, TypeError, UnicodeEncodeError, binascii.Error):
+            violations.append(
+                FieldViolation("page_token", "is not a token of a listing with this sku and node")
+            )
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(f"{first.field} {first.description}", tuple(violations))
+    limit = min(pb.page_size or DEFAULT_INBOUND_PAGE, MAX_INBOUND_PAGE)
+    return sku, node, after, limit
 
 
 # -------------------------------------------------------------------- replies
@@ -236,6 +325,51 @@ def reservation_pb(res: Reservation) -> inventory_service_pb2.Reservation:
             allocated += a.quantity
         pb_line.allocated_quantity = allocated
     return out
+
+
+def inbound_pb(out: supply_service_pb2.InboundSupply, record: InboundSupply) -> None:
+    out.id, out.sku, out.node, out.quantity = record.id, record.sku, record.node, record.quantity
+    out.kind = _INBOUND_KIND_PB[InboundKind(record.kind)]
+    _set_timestamp_us(out.eta, record.eta)
+
+
+def inbound_upsert_pb(
+    records: Sequence[InboundSupply], outcomes: Sequence[InboundOutcome]
+) -> supply_service_pb2.UpsertInboundSupplyResponse:
+    out = supply_service_pb2.UpsertInboundSupplyResponse()
+    for record, outcome in zip(records, outcomes, strict=True):
+        result = out.results.add(outcome=_INBOUND_OUTCOME_PB[outcome])
+        inbound_pb(result.record, record)
+    return out
+
+
+def inbound_delete_pb(
+    ids: Sequence[str], removed: Sequence[bool]
+) -> supply_service_pb2.DeleteInboundSupplyResponse:
+    return supply_service_pb2.DeleteInboundSupplyResponse(
+        deleted_ids=[i for i, gone in zip(ids, removed, strict=True) if gone],
+        not_found_ids=[i for i, gone in zip(ids, removed, strict=True) if not gone],
+    )
+
+
+def inbound_list_pb(
+    page: InboundPage, sku: str | None, node: str | None
+) -> supply_service_pb2.ListInboundSupplyResponse:
+    out = supply_service_pb2.ListInboundSupplyResponse()
+    for record in page.records:
+        inbound_pb(out.records.add(), record)
+    if page.next_after is not None:
+        token = json.dumps({"after": page.next_after, "sku": sku, "node": node}, separators=(",", ":"))
+        out.next_page_token = base64.urlsafe_b64encode(token.encode("ascii")).decode("ascii")
+    return out
+
+
+def _set_timestamp_us(ts: timestamp_pb2.Timestamp, t: float) -> None:
+    """To the microsecond: a float of epoch seconds carries no more (about 0.2 us
+    today), and rounding makes an ETA read back as the value that was sent."""
+    us = round(t * 1e6)
+    ts.seconds, micros = divmod(us, 1_000_000)
+    ts.nanos = micros * 1000
 
 
 def _set_timestamp(ts: timestamp_pb2.Timestamp, t: float) -> None:
@@ -323,7 +457,21 @@ def node_pb(node: Node) -> network_service_pb2.Node:
 
 
 def channel_pb(channel: Channel) -> network_service_pb2.Channel:
-    return network_service_pb2.Channel(id=channel.id, name=channel.name, nodes=list(channel.nodes))
+    return network_service_pb2.Channel(
+        id=channel.id,
+        name=channel.name,
+        nodes=list(channel.nodes),
+        allocation_rules=[
+            network_service_pb2.AllocationRule(
+                kind=int(rule.kind),  # type: ignore[arg-type]
+                value=rule.value,
+                node=rule.node or "",
+                node_type=_NODE_TYPE_PB[rule.node_type] if rule.node_type is not None else 0,  # type: ignore[arg-type]
+                protects=rule.protects or "",
+            )
+            for rule in channel.allocation_rules
+        ],
+    )
 
 
 def _set_date(out: date_pb2.Date, d: date) -> None:
@@ -344,6 +492,7 @@ def _option_pb(out: inventory_service_pb2.FulfillmentOption, option: LineOption)
     out.method = _METHOD_PB[option.method]
     out.service_level = option.service_level or ""
     out.split = option.split
+    out.backorder = option.backorder
     _set_date(out.promise_date, option.promise_date)
     if option.ready_at is not None:
         _set_timestamp(out.ready_time, option.ready_at.timestamp())
@@ -355,6 +504,9 @@ def _option_pb(out: inventory_service_pb2.FulfillmentOption, option: LineOption)
             _set_date(pb.ship_date, a.ship_date)
         if a.distance_km is not None:
             pb.distance_km = a.distance_km
+        if a.available_at is not None:
+            _set_timestamp_us(pb.available_time, a.available_at.timestamp())
+            pb.supply_ids.extend(a.supply_ids)
 
 
 def find_in_stores_pb(found: StoreAisle) -> inventory_service_pb2.FindInStoresResponse:

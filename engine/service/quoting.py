@@ -6,7 +6,9 @@ from the store. Per call it reads the store's nodes and channels (each store
 keeps them in memory or refreshes its copy), recompiles the network only when
 the nodes changed (compiling builds every calendar and transit matrix, far
 more than a quote costs), then reads the channel's stock with one
-``availability`` call and lets the promiser decide. Nothing is held or written.
+``availability`` call (and, for a quote that allows backorders, the SKUs'
+inbound supply with one ``inbound`` call beside it) and lets the promiser
+decide. Nothing is held or written.
 
 Time comes from the clock the server was given, so tests pin it and get the
 same dates everywhere.
@@ -14,11 +16,13 @@ same dates everywhere.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.core.carriers import CarrierTable
 from engine.core.errors import FieldViolation, InvalidArgument, UnknownChannel, UnknownNode
+from engine.core.future_supply import FutureSupply
 from engine.core.network import Network
 from engine.core.promising import (
     EndlessAisle,
@@ -81,9 +85,21 @@ class StorePromiser:
         network = compiled.promiser.network
         eligible = _channel_nodes(compiled, channel, _quote_violations(request, network))
         skus = list(dict.fromkeys(line.sku for line in request.lines))
-        results = await self._store.availability(skus, channel, None, True)
+        if not request.allow_backorder:
+            results = await self._store.availability(skus, channel, None, True)
+            atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
+            return compiled.promiser.quote(request, eligible=eligible, atp=atp)
+        # Backorders also need the SKUs' inbound supply: read concurrently with
+        # the stock (on Redis, two calls in one pipeline).
+        results, records = await asyncio.gather(
+            self._store.availability(skus, channel, None, True), self._store.inbound(skus)
+        )
         atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
-        return compiled.promiser.quote(request, eligible=eligible, atp=atp)
+        # promised={}: nothing can be reserved against inbound supply yet, so
+        # no units of it are spoken for; every backorder quote sees all of it.
+        return compiled.promiser.quote(
+            request, eligible=eligible, atp=atp, future=FutureSupply(records), promised={}
+        )
 
     async def find_in_stores(
         self, channel: str, store: str, sku: str, *, quantity: int, limit: int

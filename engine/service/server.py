@@ -112,7 +112,9 @@ class EngineServer:
         inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
             InventoryServicer(store, promiser), self._server
         )
-        supply_service_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(store), self._server)
+        supply_service_pb2_grpc.add_SupplyServiceServicer_to_server(
+            SupplyServicer(store, clock=clock), self._server
+        )
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(store), self._server)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store), self._server)
         self.health = health.aio.HealthServicer()

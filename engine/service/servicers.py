@@ -34,6 +34,7 @@ from engine._proto.inventory.v1 import (
 )
 from engine.core.carriers import default_carriers
 from engine.core.errors import EngineError, FieldViolation, InvalidArgument
+from engine.core.future_supply import validate_inbound_ids, validate_inbound_records
 from engine.core.types import Reservation, SupplyOp
 from engine.core.validation import (
     validate_availability,
@@ -219,8 +220,10 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
 
 
 class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        # Inbound ETAs are checked against the clock that dates quotes (tests pin it).
+        self._clock = clock
 
     async def AdjustStock(
         self, request: supply_service_pb2.AdjustStockRequest, context: grpc.aio.ServicerContext
@@ -248,6 +251,39 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
             changes = await self._store.apply_supply(ops)
             metrics.record_supply_changes(changes)
             return convert.supply_pb(changes)
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def UpsertInboundSupply(
+        self, request: supply_service_pb2.UpsertInboundSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.UpsertInboundSupplyResponse:
+        try:
+            records = convert.inbound_records(request)
+            validate_inbound_records(records, self._clock())
+            check_deadline(context)
+            outcomes = await self._store.upsert_inbound(records)
+            return convert.inbound_upsert_pb(records, outcomes)
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def DeleteInboundSupply(
+        self, request: supply_service_pb2.DeleteInboundSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.DeleteInboundSupplyResponse:
+        try:
+            ids = list(request.ids)
+            validate_inbound_ids(ids)
+            check_deadline(context)
+            return convert.inbound_delete_pb(ids, await self._store.remove_inbound(ids))
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def ListInboundSupply(
+        self, request: supply_service_pb2.ListInboundSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> supply_service_pb2.ListInboundSupplyResponse:
+        try:
+            sku, node, after, limit = convert.inbound_list_request(request)
+            page = await self._store.list_inbound(sku=sku, node=node, after=after, limit=limit)
+            return convert.inbound_list_pb(page, sku, node)
         except Exception as exc:
             await fail(context, exc)
 

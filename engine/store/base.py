@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.core.future_supply import InboundOutcome, InboundPage, InboundSupply
 from engine.core.types import (
     Channel,
     Node,
@@ -69,3 +70,23 @@ class Store(Protocol):
     ) -> list[SkuAvailability]: ...
 
     async def audit(self) -> AuditReport: ...
+
+    # Future supply: inbound purchase orders and transfers, by supply id.
+    # ``upsert_inbound`` applies the whole batch or nothing (a bad record or
+    # an unknown node changes nothing): a new id is CREATED, the same record
+    # again is UNCHANGED (nothing written), another body for a known id
+    # replaces it (UPDATED: a revised ETA or quantity). The batch must not
+    # repeat an id. Records must pass ``validate_inbound_records`` (the edge
+    # runs it; the store re-checks shapes with ``inbound_violations`` and
+    # refuses unknown nodes with UnknownNode on ``records[i].node``).
+    async def upsert_inbound(self, records: Sequence[InboundSupply]) -> list[InboundOutcome]: ...
+    # Forget records (received, or cancelled), atomically; per id, in order:
+    # True if it was there. An unknown id is not an error.
+    async def remove_inbound(self, ids: Sequence[str]) -> list[bool]: ...
+    # Every record of these SKUs, in no particular order (what Quote needs).
+    async def inbound(self, skus: Sequence[str]) -> list[InboundSupply]: ...
+    # A page of records in id order, optionally of one SKU and/or one node,
+    # those with an id greater than ``after`` (see ``future_supply.page_of``).
+    async def list_inbound(
+        self, *, sku: str | None = None, node: str | None = None, after: str | None = None, limit: int = 100
+    ) -> InboundPage: ...

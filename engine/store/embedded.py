@@ -81,7 +81,18 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import EmbeddedStoreConfig
+from engine.core.allocation_rules import RuleKind, decode_rules, encode_rules, resolve_channel_rules
 from engine.core.errors import EngineError, StoreUnavailable
+from engine.core.future_supply import (
+    FutureSupply,
+    InboundOutcome,
+    InboundPage,
+    InboundSupply,
+    check_inbound_batch,
+    decode_inbound,
+    encode_inbound,
+    page_of,
+)
 from engine.core.ledger_protocol import Ledger
 from engine.core.types import (
     Channel,
@@ -284,11 +295,28 @@ def _decode_node(data: dict[str, Any]) -> Node:
 def _encode_channel(channel: Channel) -> dict[str, Any]:
     data = {f.name: getattr(channel, f.name) for f in fields(Channel)}
     data["nodes"] = list(channel.nodes)
+    data["allocation_rules"] = encode_rules(channel.allocation_rules)
     return data
 
 
 def _decode_channel(data: dict[str, Any]) -> Channel:
-    return Channel(**{**data, "nodes": tuple(data["nodes"])})
+    return Channel(
+        **{
+            **data,
+            "nodes": tuple(data["nodes"]),
+            # Journals and snapshots from before allocation rules have none.
+            "allocation_rules": decode_rules(data["id"], data.get("allocation_rules", ())),
+        }
+    )
+
+
+def _rules_by_node(channel: Channel, nodes: dict[str, Node]) -> dict[str, tuple[int, int]]:
+    resolved = resolve_channel_rules(channel, nodes)
+    if resolved is None:
+        return {}
+    return {
+        node: rule for node, rule in zip(channel.nodes, resolved, strict=True) if rule[0] != RuleKind.NONE
+    }
 
 
 class EmbeddedStore:
@@ -302,6 +330,9 @@ class EmbeddedStore:
         self._ledger: Ledger = make_ledger(config.ledger_impl)
         self._nodes: dict[str, Node] = {}
         self._channels: dict[str, Channel] = {}
+        # Future supply (inbound POs and transfers): journaled as "inbound" /
+        # "inbound_remove" records, in snapshots under "inbound".
+        self._inbound = FutureSupply()
         self._stats = EmbeddedStoreStats()
         self._phase = "new"  # new -> starting -> running -> closing -> closed
         self._failure: BaseException | None = None
@@ -505,6 +536,8 @@ class EmbeddedStore:
         self._ledger.load_state(document["ledger"])
         self._nodes = {n.id: n for n in map(_decode_node, document["nodes"])}
         self._channels = {c.id: c for c in map(_decode_channel, document["channels"])}
+        # Optional key: snapshots written before future supply have none (format 1 either way).
+        self._inbound = FutureSupply(map(decode_inbound, document.get("inbound", ())))
         if document.get("now") is not None:
             self._clock.advance(document["now"])
 
@@ -540,6 +573,7 @@ class EmbeddedStore:
             "ledger": self._ledger.export_state(),
             "nodes": [_encode_node(n) for _, n in sorted(self._nodes.items())],
             "channels": [_encode_channel(c) for _, c in sorted(self._channels.items())],
+            "inbound": [encode_inbound(r) for r in self._inbound],
         }
 
     # -------------------------------------------------------- apply (live and replay)
@@ -572,16 +606,35 @@ class EmbeddedStore:
         if op == "node":
             node = _decode_node(args[0])
             ledger.define_node(node.id)
+            previous = self._nodes.get(node.id)
             self._nodes[node.id] = node
+            if previous is not None and previous.type != node.type:
+                # Rules by node type resolve differently now (the ledger keeps them
+                # resolved per node); redefining keeps each channel's counters.
+                for channel in self._channels.values():
+                    if channel.allocation_rules and node.id in channel.nodes:
+                        self._define_channel(channel)
             return node
         if op == "channel":
             channel = _decode_channel(args[0])
-            ledger.define_channel(channel.id, channel.nodes)
+            self._define_channel(channel)
             self._channels[channel.id] = channel
             return channel
+        if op == "inbound":
+            # args[0]: the records that change, as encode_inbound text (the
+            # caller left out those re-sent unchanged).
+            self._inbound.upsert([decode_inbound(text) for text in args[0]])
+            return None
+        if op == "inbound_remove":
+            for supply_id in args[0]:
+                self._inbound.remove(supply_id)
+            return None
         raise JournalCorruption(f"unknown journal operation {op!r}")
 
     # ------------------------------------------------------------------- helpers
+
+    def _define_channel(self, channel: Channel) -> None:
+        self._ledger.define_channel(channel.id, channel.nodes, resolve_channel_rules(channel, self._nodes))
 
     def _check_open(self) -> None:
         if self._phase != "running":
@@ -985,6 +1038,58 @@ class EmbeddedStore:
         self._expire_for_read()
         return self._ledger.availability(skus, channel, nodes, per_node)
 
+    # ------------------------------------------------------------- future supply
+
+    async def upsert_inbound(self, records: Sequence[InboundSupply]) -> list[InboundOutcome]:
+        self._check_writable()
+        check_inbound_batch(records, self._nodes.__contains__)
+        book = self._inbound
+        outcomes: list[InboundOutcome] = []
+        changed: list[str] = []
+        for record in records:
+            text = encode_inbound(record)
+            old = book.get(record.id)
+            if old is not None and encode_inbound(old) == text:
+                outcomes.append(InboundOutcome.UNCHANGED)
+                continue
+            outcomes.append(InboundOutcome.CREATED if old is None else InboundOutcome.UPDATED)
+            changed.append(text)
+        if not changed:
+            # A re-sent batch: nothing to journal, but its first delivery may
+            # still be on its way to the disk.
+            await self._durable(self._journal_end())
+            return outcomes
+        return await self._write("inbound", [changed], expire=False, answer=lambda _: outcomes)
+
+    async def remove_inbound(self, ids: Sequence[str]) -> list[bool]:
+        self._check_writable()
+        present: dict[str, None] = {}  # ordered: the journal record lists them as asked
+        found: list[bool] = []
+        for supply_id in ids:
+            # In order: an id repeated in the batch is gone by its second mention.
+            there = self._inbound.get(supply_id) is not None and supply_id not in present
+            found.append(there)
+            if there:
+                present[supply_id] = None
+        if not present:
+            await self._durable(self._journal_end())
+            return found
+        return await self._write("inbound_remove", [list(present)], expire=False, answer=lambda _: found)
+
+    async def inbound(self, skus: Sequence[str]) -> list[InboundSupply]:
+        self._check_open()
+        book = self._inbound
+        return [r for sku in dict.fromkeys(skus) for rs in book.for_sku(sku).values() for r in rs]
+
+    async def list_inbound(
+        self, *, sku: str | None = None, node: str | None = None, after: str | None = None, limit: int = 100
+    ) -> InboundPage:
+        self._check_open()
+        # Sorted per call: inbound records are few next to rows (thousands of
+        # open PO lines, not millions), and a listing is an operator's call.
+        candidates = await self.inbound([sku]) if sku is not None else self._inbound
+        return page_of(candidates, sku=sku, node=node, after=after, limit=limit)
+
     # ---------------------------------------------------------------------- audit
 
     async def audit(self) -> AuditReport:
@@ -1004,6 +1109,10 @@ class EmbeddedStore:
         for channel_id, channel in sorted(self._channels.items()):
             if not ledger.has_channel(channel_id) or ledger.channel_nodes(channel_id) != channel.nodes:
                 violations.append(f"channel {channel_id}: the ledger's nodes differ from the store's")
+            elif ledger.channel_rules(channel_id) != _rules_by_node(channel, self._nodes):
+                violations.append(
+                    f"channel {channel_id}: the ledger's allocation rules differ from the store's"
+                )
         if self._failure is not None:
             violations.append(f"journal failed, writes stopped: {self._failure!r}")
         return AuditReport(

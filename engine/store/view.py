@@ -20,8 +20,9 @@ availability (its lag is exported), but never refuses a reserve.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from engine.core.allocation_rules import resolve_channel_rules
 from engine.core.errors import Shortfall
 from engine.core.ledger_protocol import Ledger
 from engine.core.types import Channel, LineRequest, Node, NodeAvailability, SkuAvailability
@@ -41,6 +42,10 @@ class AvailabilityView:
         self._ledger: Ledger = make_ledger(impl)
         self._nodes: set[str] = set()
         self._channels: dict[str, tuple[str, ...]] = {}
+        # The network as last given, to resolve rules by node type and to tell
+        # whether the view's rules are the store's (see channel_is).
+        self._node_defs: dict[str, Node] = {}
+        self._channel_defs: dict[str, Channel] = {}
         self._clock = clock
         self.max_lag_s = max_lag_s
         # Never caught up yet: stale until the first complete read of the feed.
@@ -51,13 +56,28 @@ class AvailabilityView:
     # ------------------------------------------------------------- feeding
 
     def set_network(self, nodes: Iterable[Node], channels: Iterable[Channel]) -> None:
+        retyped = False
         for node in nodes:
             self._define_node(node.id)
-        for channel in channels:
+            previous = self._node_defs.get(node.id)
+            retyped |= previous is not None and previous.type != node.type
+            self._node_defs[node.id] = node
+        redefine = {c.id: c for c in channels}
+        if retyped:
+            # Rules by node type resolve differently now.
+            for channel in self._channel_defs.values():
+                if channel.allocation_rules:
+                    redefine.setdefault(channel.id, channel)
+        for channel in redefine.values():
             for node_id in channel.nodes:
                 self._define_node(node_id)
-            self._ledger.define_channel(channel.id, channel.nodes)
+            # Every channel is tracked, rules or not: the feed brings every
+            # channel's counters, and a rule added later must find them here.
+            self._ledger.define_channel(
+                channel.id, channel.nodes, resolve_channel_rules(channel, self._node_defs), True
+            )
             self._channels[channel.id] = tuple(channel.nodes)
+            self._channel_defs[channel.id] = channel
 
     def _define_node(self, node_id: str) -> None:
         if node_id not in self._nodes:
@@ -65,13 +85,34 @@ class AvailabilityView:
             self._nodes.add(node_id)
 
     def apply(
-        self, sku: str, node: str, on_hand: int, reserved: int, committed: int, safety: int, version: int
+        self,
+        sku: str,
+        node: str,
+        on_hand: int,
+        reserved: int,
+        committed: int,
+        safety: int,
+        version: int,
+        channel_used: Mapping[str, int] | None = None,
     ) -> None:
-        """One row's new absolute counters, from the feed or a resync."""
+        """One row's new absolute counters, from the feed or a resync.
+
+        ``channel_used`` holds the absolute counters of the channels a feed
+        entry names (those that changed); a resync names every channel the
+        view knows (see :meth:`full_usage`).
+        """
         # The feed can name a node before this process refreshed its network copy.
         self._define_node(node)
-        self._ledger.set_row(sku, node, on_hand, reserved, committed, safety, version)
+        self._ledger.set_row(sku, node, on_hand, reserved, committed, safety, version, channel_used)
         self.rows_applied += 1
+
+    def full_usage(self, given: Mapping[str, int]) -> dict[str, int]:
+        """A resynced row's counters: the ones Redis has, zero for every other channel."""
+        return {**dict.fromkeys(self._channels, 0), **given}
+
+    def channel_is(self, channel: Channel) -> bool:
+        """Whether the view has this very definition of the channel (its rules included)."""
+        return self._channel_defs.get(channel.id) == channel
 
     def caught_up(self, at: float | None = None) -> None:
         self._caught_up_at = self._clock() if at is None else at
@@ -116,7 +157,11 @@ class AvailabilityView:
         return self._ledger.availability(skus, channel, nodes, per_node)
 
     def sold_out_shortfalls(
-        self, channel: str, lines: Sequence[LineRequest], allow_partial: bool
+        self,
+        channel: str,
+        lines: Sequence[LineRequest],
+        allow_partial: bool,
+        definition: Channel | None = None,
     ) -> tuple[Shortfall, ...] | None:
         """The shortfalls if this reserve is sure to fail on the view's counters, else None.
 
@@ -126,9 +171,16 @@ class AvailabilityView:
         safety stock have taken. It takes lines in order as the ledger does, so
         two lines of one SKU share its units, and reports every short line with
         what the view could have given it, as the script would.
+
+        For a channel with allocation rules (``definition``, the store's copy)
+        what a node can give is the channel's allowance, so the view decides
+        only when its rules are those of the store.
         """
         eligible = self._channels.get(channel)
         if eligible is None or not self.fresh:
+            return None
+        ruled = definition is not None and bool(definition.allocation_rules)
+        if ruled and not self.channel_is(definition):  # type: ignore[arg-type]
             return None
         taken: dict[tuple[str, str], int] = {}
         shortfalls: list[Shortfall] = []
@@ -138,7 +190,7 @@ class AvailabilityView:
             if node is not None and (node not in self._nodes or node not in eligible):
                 return None  # let the store raise the precise error
             candidates = (node,) if node is not None else eligible
-            (level,) = self._ledger.availability([sku], None, candidates, True)
+            (level,) = self._ledger.availability([sku], channel if ruled else None, candidates, True)
             free = _source(sku, quantity, level.nodes, taken)
             if free == 0 and not any(n.on_hand > 0 for n in level.nodes):
                 # No stock seen at all: perhaps a row whose first receipt the

@@ -33,10 +33,12 @@ class ShardAudit:
     unscheduled: list[str]
     subs: int
     done: int
+    # (sku, node, channel, channel_used, units of the channel's live lines)
+    usage: list[tuple[str, str, str, int, int]]
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> ShardAudit:
-        flat_rows, flat_unbacked, flat_holding, unscheduled, subs, done = reply
+        flat_rows, flat_unbacked, flat_holding, unscheduled, subs, done, flat_usage = reply
         rows = [
             (StockLevel(flat_rows[i], flat_rows[i + 1], *map(int, flat_rows[i + 2 : i + 7])),
              int(flat_rows[i + 7]), int(flat_rows[i + 8]))
@@ -47,7 +49,17 @@ class ShardAudit:
             for i in range(0, len(flat_unbacked), 4)
         ]
         holding = [(flat_holding[i], float(flat_holding[i + 1])) for i in range(0, len(flat_holding), 3)]
-        return cls(rows, unbacked, holding, list(unscheduled), int(subs), int(done))
+        usage = [
+            (
+                flat_usage[i],
+                flat_usage[i + 1],
+                flat_usage[i + 2],
+                int(flat_usage[i + 3]),
+                int(flat_usage[i + 4]),
+            )
+            for i in range(0, len(flat_usage), 5)
+        ]
+        return cls(rows, unbacked, holding, list(unscheduled), int(subs), int(done), usage)
 
 
 def build_report(shards: Sequence[ShardAudit], now: float, network: NetworkCopy) -> AuditReport:
@@ -79,6 +91,8 @@ def build_report(shards: Sequence[ShardAudit], now: float, network: NetworkCopy)
         if committed_qty != committed:
             violations.append(f"{where}: committed {committed_qty} != sum of committed lines {committed}")
 
+    violations += _usage_violations(shards)
+
     for channel_id, channel in sorted(network.channels.items()):
         missing = [node for node in channel.nodes if node not in network.nodes]
         if missing:
@@ -89,3 +103,28 @@ def build_report(shards: Sequence[ShardAudit], now: float, network: NetworkCopy)
         rows=sum(len(shard.rows) for shard in shards),
         reservations=sum(shard.done for shard in shards),
     )
+
+
+def _usage_violations(shards: Sequence[ShardAudit]) -> list[str]:
+    """channel_used against the lines, as the reference ledger words it; and,
+    since Redis counts every channel, the sum over channels against the row."""
+    violations: list[str] = []
+    sums: dict[tuple[str, str], int] = {}
+    for sku, node, channel, used, lines in sorted(u for shard in shards for u in shard.usage):
+        where = f"{sku}@{node}"
+        if used < 0:
+            violations.append(f"{where}: channel_used of {channel} is negative ({used})")
+        if used != lines:
+            violations.append(
+                f"{where}: channel_used of {channel} {used} != its held and committed lines {lines}"
+            )
+        sums[(sku, node)] = sums.get((sku, node), 0) + used
+    for shard in shards:
+        for level, _, _ in shard.rows:
+            total = sums.get((level.sku, level.node), 0)
+            if total != level.reserved + level.committed:
+                violations.append(
+                    f"{level.sku}@{level.node}: channel_used sums to {total} != reserved + committed "
+                    f"{level.reserved + level.committed}"
+                )
+    return violations

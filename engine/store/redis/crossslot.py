@@ -213,7 +213,8 @@ class CrossSlot:
                 self._xkeys(shards),
                 [
                     ms(now), self._feedmax, plan.reservation_id, ca, ea, xm, self._owner,
-                    int(facts.allow_partial), len(plan.eligible), *plan.eligible, *plan.group_args(shards),
+                    int(facts.allow_partial), len(plan.eligible), *plan.eligible,
+                    facts.channel, *plan.rule_args, *plan.group_args(shards),
                 ],
             )  # fmt: skip
 

@@ -50,8 +50,8 @@ __all__ = ["FeedFollower", "Row", "ShardReader"]
 
 log = logging.getLogger("engine.store.redis.feed")
 
-# (sku, node, on_hand, reserved, committed, safety_stock, version)
-Row = tuple[str, str, int, int, int, int, int]
+# (sku, node, on_hand, reserved, committed, safety_stock, version, channel_used by channel)
+Row = tuple[str, str, int, int, int, int, int, dict[str, int]]
 # read_shard(shard) -> (rows, last feed id at that moment), atomically.
 ShardReader = Callable[[int], Awaitable[tuple[Sequence[Row], str]]]
 
@@ -136,8 +136,10 @@ class FeedFollower:
 
     async def resync(self, shard: int) -> None:
         rows, last_id = await self._read_shard(shard)
-        for row in rows:
-            self._view.apply(*row)
+        view = self._view
+        for sku, node, on_hand, reserved, committed, safety, version, used in rows:
+            # Every channel's counter: the ones Redis no longer has are 0 now.
+            view.apply(sku, node, on_hand, reserved, committed, safety, version, view.full_usage(used))
         self._set_last(shard, last_id or ZERO_ID)
         self._view.resyncs += 1
 
@@ -206,7 +208,11 @@ class FeedFollower:
                 # Field order is fixed by the scripts' XADD (see keys.py): sku node oh rs cm ss v.
                 if f[0] != "sku" or f[12] != "v":
                     raise ValueError(f"unexpected change feed entry in shard {shard}: {f!r}")
-                view.apply(f[1], f[3], int(f[5]), int(f[7]), int(f[9]), int(f[11]), int(f[13]))
+                view.apply(
+                    f[1], f[3], int(f[5]), int(f[7]), int(f[9]), int(f[11]), int(f[13]),
+                    # Then `u:<channel>`, value per channel counter the change moved.
+                    {f[i][2:]: int(f[i + 1]) for i in range(14, len(f), 2)} if len(f) > 14 else None,
+                )  # fmt: skip
                 last = entry_id
             if last is not None:
                 self._set_last(shard, last)
@@ -249,9 +255,11 @@ class FeedFollower:
             shard = self._shard_of[_text(name)]
             for entry_id, fields in entries:
                 f = {_text(k): _text(v) for k, v in fields.items()}
+                used = {k[2:]: int(v) for k, v in f.items() if k.startswith("u:")}
                 view.apply(
-                    f["sku"], f["node"], int(f["oh"]), int(f["rs"]), int(f["cm"]), int(f["ss"]), int(f["v"])
-                )
+                    f["sku"], f["node"], int(f["oh"]), int(f["rs"]), int(f["cm"]), int(f["ss"]), int(f["v"]),
+                    used or None,
+                )  # fmt: skip
                 self._set_last(shard, _text(entry_id))
                 self.entries_applied += 1
             if len(entries) >= self._batch:

@@ -24,12 +24,17 @@ Keys of shard ``k`` (``P = <ns>:{<tag k>}:``)
     fields ``<node>:oh`` on_hand, ``<node>:rs`` reserved, ``<node>:cm``
     committed, ``<node>:ss`` safety stock, ``<node>:v`` SetStock version. A row
     exists once a supply change touched it (``<node>:v`` is then present).
+    ``<node> TAB <channel>``: channel_used, the units of that channel held or
+    committed at the row, for every channel (whatever its allocation rules: a
+    rule added later needs them, and no script can recount a shard), present
+    only while not 0. TAB, not ':', since node and channel ids contain ':'.
 ``P skus``     SET of the SKUs of the shard that have rows (audit, resync).
 ``P r:<rid>``  HASH, the sub-reservation: the lines of reservation ``rid``
     whose SKU is in this shard. Fields ``ca`` created_at and ``ea`` expires_at
     (seconds, Python float repr), ``xm`` expires_at in ms, ``own`` the token of
     the engine process that created it (cross-slot reservations; empty
-    otherwise), and one field ``L<index>`` per line:
+    otherwise), ``ch`` the reservation's channel (expiry and the transitions
+    run in this shard and keep its channel_used), and one field ``L<index>`` per line:
     ``sku TAB quantity TAB requested_node TAB state TAB node TAB qty ...``
     (requested_node empty for none; then the allocations). Ids never contain
     whitespace, so TAB is a safe separator.
@@ -65,12 +70,34 @@ Global keys (no hash tag; each is one key in some slot)
 ``<ns>:sweeper``  STRING, the expiry sweeper's lease: the token of the process
     that sweeps, with a PX expiry.
 
+Future supply (``I = <ns>:{inb}:``, one hash tag for the whole inbound book)
+---------------------------------------------------------------------------
+``I rec``         HASH supply id -> the record's JSON
+    (:func:`engine.core.future_supply.encode_inbound`; a re-sent record is
+    recognised by comparing the text).
+``I ids``         ZSET of every supply id, all scored 0: id order for listing
+    pages (``ZRANGEBYLEX``).
+``I s:<sku>``     ZSET (scored 0) of the ids of one SKU's records: what Quote
+    reads, and the SKU filter of a listing.
+``I n:<node>``    ZSET (scored 0) of the ids of one node's records: the node filter.
+
+All of these share the tag ``{inb}``, so they live in ONE Cluster slot and one
+script changes the book atomically, indexes included, on a Cluster too. That
+puts all of it on one master, which is fine: inbound records are few next to
+the (SKU, node) rows (open PO lines, not every SKU at every node), change
+rarely (an ERP feed, not checkout traffic) and are read once per backorder
+quote. The inbound scripts get the prefix ``I`` in ARGV and build the index
+keys of the SKUs and nodes they meet (an updated record's old SKU is only
+known inside the script) with the suffixes above, like ``lib.lua`` does for shards.
+
 The change feed (``P feed``)
 ----------------------------
 Every script that changes a row's counters appends ONE entry per changed row
 (``XADD P feed MAXLEN ~ <feed_maxlen> * ...``), after its writes, with fields
 ``sku``, ``node``, ``oh``, ``rs``, ``cm``, ``ss``, ``v``: the row's NEW
-absolute values as decimal integers. Absolute values make a replayed or
+absolute values as decimal integers; then one ``u:<channel>`` field per
+channel_used counter of the row the change moved, with its new absolute value
+(0 when it went away), so a view can compute channel allowances. Absolute values make a replayed or
 duplicated entry harmless. Entries of one shard are in the order the changes
 happened; there is no order across shards. A reader that finds its last read
 id trimmed away (a gap) resyncs the shard from ``P s:*`` via ``P skus``
@@ -87,7 +114,8 @@ import zlib
 __all__ = ["FORMAT_VERSION", "CLUSTER_SLOTS", "KeySpace", "key_slot", "shard_tags"]
 
 # Bump when the layout or the meaning of a key changes: old data then refuses to load.
-FORMAT_VERSION = 1
+# 2: channel_used fields in the row hashes, ``ch`` in sub-reservations, ``u:`` feed fields.
+FORMAT_VERSION = 2
 CLUSTER_SLOTS = 16384
 
 
@@ -165,3 +193,23 @@ class KeySpace:
 
     def directory(self, reservation_id: str) -> str:
         return f"{self._prefixes[self.shard_of_reservation(reservation_id)]}d:{reservation_id}"
+
+    # ---------------------------------------------------------- future supply
+
+    @property
+    def inbound_prefix(self) -> str:
+        """``<ns>:{inb}:``, the prefix of every key of the inbound book (one slot)."""
+        return f"{self.namespace}:{{inb}}:"
+
+    def inbound_records(self) -> str:
+        """The ``rec`` HASH, also the key the inbound scripts are routed by."""
+        return self.inbound_prefix + "rec"
+
+    def inbound_ids(self) -> str:
+        return self.inbound_prefix + "ids"
+
+    def inbound_sku(self, sku: str) -> str:
+        return f"{self.inbound_prefix}s:{sku}"
+
+    def inbound_node(self, node: str) -> str:
+        return f"{self.inbound_prefix}n:{node}"

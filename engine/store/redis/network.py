@@ -20,6 +20,7 @@ import json
 from dataclasses import fields
 from typing import Any
 
+from engine.core.allocation_rules import decode_rules, encode_rules
 from engine.core.types import Channel, Node, NodeType
 
 __all__ = ["NetworkCopy", "decode_channel", "decode_node", "encode_channel", "encode_node"]
@@ -56,11 +57,16 @@ def decode_node(text: str) -> Node:
 
 
 def encode_channel(channel: Channel) -> str:
-    return _ENCODER.encode({f.name: _plain(getattr(channel, f.name)) for f in fields(Channel)})
+    data = {f.name: _plain(getattr(channel, f.name)) for f in fields(Channel) if f.name != "allocation_rules"}
+    data["allocation_rules"] = encode_rules(channel.allocation_rules)
+    return _ENCODER.encode(data)
 
 
 def decode_channel(text: str) -> Channel:
-    data = {k: _tuples(v) for k, v in json.loads(text).items() if k in _CHANNEL_FIELDS}
+    raw = json.loads(text)
+    data = {k: _tuples(v) for k, v in raw.items() if k in _CHANNEL_FIELDS and k != "allocation_rules"}
+    # A channel stored before allocation rules has none.
+    data["allocation_rules"] = decode_rules(raw["id"], raw.get("allocation_rules", ()))
     return Channel(**data)
 
 

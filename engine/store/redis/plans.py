@@ -45,6 +45,8 @@ class ReservePlan:
     lines_by_shard: dict[int, list[Line]]
     groups: list[list[int]]  # shards per slot (one group on standalone Redis)
     eligible: tuple[str, ...]
+    # The channel's rules for the scripts: count, then (node, kind, value) per ruled node.
+    rule_args: tuple[Arg, ...]
     refusal: tuple[str, str, str]  # ('', '', '') or (code, a, b), see reserve.lua
     now: float
     expires_at: float

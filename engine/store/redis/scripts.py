@@ -45,6 +45,10 @@ SCRIPT_NAMES = (
     "lease",
     "meta",
     "reservation_exists",
+    "inbound_upsert",
+    "inbound_remove",
+    "inbound_read",
+    "inbound_list",
 )
 
 _FLAGS = re.compile(r"^-- flags: ([a-z, -]+)$", re.MULTILINE)

@@ -13,13 +13,14 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from engine.config import RedisStoreConfig
+from engine.core.allocation_rules import RuleKind, channel_allowance, resolve_channel_rules
 from engine.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -29,6 +30,14 @@ from engine.core.errors import (
     StoreUnavailable,
     UnknownChannel,
     UnknownNode,
+)
+from engine.core.future_supply import (
+    InboundOutcome,
+    InboundPage,
+    InboundSupply,
+    check_inbound_batch,
+    decode_inbound,
+    encode_inbound,
 )
 from engine.core.types import (
     MAX_ON_HAND,
@@ -248,7 +257,12 @@ class RedisStore:
         written = max((self._wrote_at.get(k, -1.0) for k in plan.facts.shards), default=-1.0)
         if not view.covers(written):
             return None
-        return view.sold_out_shortfalls(request.channel, request.lines, bool(request.allow_partial))
+        return view.sold_out_shortfalls(
+            request.channel,
+            request.lines,
+            bool(request.allow_partial),
+            self._net.channels.get(request.channel),
+        )
 
     async def _disconnect(self) -> None:
         if self._runner is not None:
@@ -393,16 +407,19 @@ class RedisStore:
         self._check_open()
         _check_sku(sku, "sku")
         [values] = await self._read_rows([sku], [node])
-        return StockLevel(sku, node, *values)
+        return StockLevel(sku, node, *values[:5])
 
-    async def _read_rows(self, skus: Sequence[str], nodes: Sequence[str]) -> list[list[int]]:
-        """Per unique SKU, its 5 counters at each node, flattened; expires what is due first."""
+    async def _read_rows(
+        self, skus: Sequence[str], nodes: Sequence[str], channel: str = ""
+    ) -> list[list[int]]:
+        """Per unique SKU, 6 values at each node, flattened: the 5 counters and the
+        channel's channel_used there (0 without a channel); expires what is due first."""
         runner = self._check_open()
         by_shard: dict[int, list[str]] = {}
         for sku in skus:
             by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(sku)
         calls: list[tuple[list[str], asyncio.Future[Any]]] = []
-        head: list[Arg] = [ms(self._now()), self._feedmax, len(nodes), *nodes]
+        head: list[Arg] = [ms(self._now()), self._feedmax, channel, len(nodes), *nodes]
         for shards in self._groups(by_shard):
             chunk: list[int] = []
             size = 0
@@ -471,6 +488,11 @@ class RedisStore:
         """Everything the reserve scripts need, decided from the request and the network copy."""
         rid, channel = request.reservation_id, request.channel
         refusal, eligible = self._reserve_refusal(request)
+        definition = self._net.channels.get(channel)
+        rules = _rules_by_node(definition, self._net.nodes) if definition is not None else {}
+        rule_args: list[Arg] = [len(rules)]
+        for ruled_node, (kind, value) in rules.items():
+            rule_args += [ruled_node, kind, value]
         lines_by_shard: dict[int, list[Line]] = {}
         for i, (sku, quantity, node) in enumerate(request.lines):
             lines_by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(
@@ -492,6 +514,7 @@ class RedisStore:
             lines_by_shard=lines_by_shard,
             groups=self._groups(lines_by_shard),
             eligible=eligible,
+            rule_args=tuple(rule_args),
             refusal=refusal,
             now=now,
             # Computed as the reference ledger does (now + ttl), before anything is written.
@@ -528,7 +551,7 @@ class RedisStore:
                 ms(plan.now), self._feedmax, rid, plan.body, int(facts.allow_partial),
                 seconds(plan.now), seconds(plan.expires_at), ms(plan.expires_at),
                 ",".join(map(str, facts.shards)), *plan.refusal,
-                len(plan.eligible), *plan.eligible, *plan.group_args(shards),
+                len(plan.eligible), *plan.eligible, facts.channel, *plan.rule_args, *plan.group_args(shards),
             ],
         )  # fmt: skip
 
@@ -628,20 +651,28 @@ class RedisStore:
         for i, sku in enumerate(skus):
             _check_sku(sku, f"skus[{i}]")
         selected = await self._select_nodes(channel, nodes)
+        # A channel with rules sees its allowance at the nodes where it has one.
+        definition = self._net.channels.get(channel) if channel is not None else None
+        rules = _rules_by_node(definition, self._net.nodes) if definition is not None else {}
         unique = list(dict.fromkeys(skus))
-        from_view = self._availability_from_view(unique, selected, per_node)
+        from_view = self._availability_from_view(unique, selected, per_node, definition if rules else None)
         if from_view is not None:
             by_sku = {level.sku: level for level in from_view}
             return [by_sku[sku] for sku in skus]
-        values = dict(zip(unique, await self._read_rows(unique, selected), strict=True))
+        read = await self._read_rows(unique, selected, channel if rules and channel is not None else "")
+        values = dict(zip(unique, read, strict=True))
         out: list[SkuAvailability] = []
         for sku in skus:
             row = values[sku]
             total = 0
             breakdown: list[NodeAvailability] = []
             for i, node in enumerate(selected):
-                on_hand, reserved, committed, safety = row[5 * i : 5 * i + 4]
-                atp = max(0, on_hand - reserved - committed - safety)
+                on_hand, reserved, committed, safety, _, used = row[6 * i : 6 * i + 6]
+                rule = rules.get(node)
+                if rule is not None:
+                    atp = channel_allowance(on_hand, reserved, committed, safety, rule[0], rule[1], used)
+                else:
+                    atp = max(0, on_hand - reserved - committed - safety)
                 total += atp
                 if per_node:
                     breakdown.append(NodeAvailability(node, on_hand, reserved, committed, safety, atp))
@@ -649,7 +680,7 @@ class RedisStore:
         return out
 
     def _availability_from_view(
-        self, skus: Sequence[str], selected: Sequence[str], per_node: bool
+        self, skus: Sequence[str], selected: Sequence[str], per_node: bool, ruled: Channel | None = None
     ) -> list[SkuAvailability] | None:
         """The answer from this process's view, or None when only Redis can give it.
 
@@ -659,7 +690,9 @@ class RedisStore:
         own reserve just took (read-your-writes), and what other processes did
         shows within ``view_max_lag_s``, like any replica read. The nodes are
         the ones the network copy selected, so the view's own channel list,
-        which may trail an UpsertChannel by a moment, is never consulted.
+        which may trail an UpsertChannel by a moment, is never consulted;
+        except for a channel with allocation rules (``ruled``), whose allowances
+        the view computes only while its definition is the network copy's.
         """
         view = self.view
         if view is None or not selected or not view.knows_nodes(selected):
@@ -668,8 +701,10 @@ class RedisStore:
         written = max((wrote_at.get(shard_of(sku), -1.0) for sku in skus), default=-1.0) if wrote_at else -1.0
         if not view.covers(written):
             return None
+        if ruled is not None and not view.channel_is(ruled):
+            return None
         self.view_availability_reads += 1
-        return view.availability(skus, None, selected, per_node)
+        return view.availability(skus, ruled.id if ruled is not None else None, selected, per_node)
 
     async def _select_nodes(self, channel: str | None, nodes: Sequence[str] | None) -> Sequence[str]:
         """The reference ledger's node selection, on the network copy."""
@@ -702,21 +737,75 @@ class RedisStore:
             seen.add(node)
         return nodes
 
-    async def read_shard(self, shard: int) -> tuple[list[tuple[str, str, int, int, int, int, int]], str]:
+    async def read_shard(
+        self, shard: int
+    ) -> tuple[list[tuple[str, str, int, int, int, int, int, dict[str, int]]], str]:
         """Every row of one shard as ``(sku, node, on_hand, reserved, committed,
-        safety_stock, version)``, and the id of the shard's newest feed entry, read
-        atomically: what a feed reader reloads a shard from after a gap, before
-        following the feed after that id."""
+        safety_stock, version, channel_used by channel)``, and the id of the
+        shard's newest feed entry, read atomically: what a feed reader reloads a
+        shard from after a gap, before following the feed after that id."""
         runner = self._check_open()
         last_id, flat = await runner.call(
             "shard_rows", [self._keys.expiry(shard)], [ms(self._now()), self._feedmax]
         )
         rows = [
             (flat[i], flat[i + 1], int(flat[i + 2]), int(flat[i + 3]), int(flat[i + 4]), int(flat[i + 5]),
-             int(flat[i + 6]))
-            for i in range(0, len(flat), 7)
+             int(flat[i + 6]), _usage(flat[i + 7]))
+            for i in range(0, len(flat), 8)
         ]  # fmt: skip
         return rows, last_id
+
+    # ------------------------------------------------------------- future supply
+    #
+    # The inbound book lives in one slot (keys.py, "Future supply"), so each
+    # call is one script on standalone Redis and on a Cluster alike. Nodes are
+    # checked on the network copy (reloaded first if it lacks one): nodes are
+    # never deleted, so a node known here exists when the script runs.
+
+    def _inbound_keys(self) -> list[str]:
+        return [self._keys.inbound_records(), self._keys.inbound_ids()]
+
+    async def upsert_inbound(self, records: Sequence[InboundSupply]) -> list[InboundOutcome]:
+        runner = self._check_open()
+        await self._knows(nodes=(r.node for r in records))
+        check_inbound_batch(records, self._net.nodes.__contains__)
+        if not records:
+            return []
+        args: list[Arg] = [self._keys.inbound_prefix, len(records)]
+        for r in records:
+            args += [r.id, r.sku, r.node, encode_inbound(r)]
+        codes = await runner.call("inbound_upsert", self._inbound_keys(), args)
+        return [InboundOutcome(int(code)) for code in codes]
+
+    async def remove_inbound(self, ids: Sequence[str]) -> list[bool]:
+        runner = self._check_open()
+        if not ids:
+            return []
+        flags = await runner.call("inbound_remove", self._inbound_keys(), [self._keys.inbound_prefix, *ids])
+        return [bool(int(flag)) for flag in flags]
+
+    async def inbound(self, skus: Sequence[str]) -> list[InboundSupply]:
+        runner = self._check_open()
+        unique = list(dict.fromkeys(skus))
+        if not unique:
+            return []
+        found = await runner.call(
+            "inbound_read", [self._keys.inbound_records()], [self._keys.inbound_prefix, *unique]
+        )
+        return [decode_inbound(text) for text in found]
+
+    async def list_inbound(
+        self, *, sku: str | None = None, node: str | None = None, after: str | None = None, limit: int = 100
+    ) -> InboundPage:
+        runner = self._check_open()
+        reply = await runner.call(
+            "inbound_list",
+            self._inbound_keys(),
+            [self._keys.inbound_prefix, sku or "", node or "", after or "", max(1, int(limit))],
+        )
+        records = tuple(decode_inbound(text) for text in reply[1:])
+        more = int(reply[0]) == 1 and bool(records)
+        return InboundPage(records, records[-1].id if more else None)
 
     # ---------------------------------------------------------------------- audit
 
@@ -806,6 +895,22 @@ class RedisStore:
         """Run one sweep now, lease or not; returns the reservation ids whose holds
         expired, ordered by (expires_at, id)."""
         return await self._sweep()
+
+
+def _rules_by_node(channel: Channel | None, nodes: Mapping[str, Node]) -> dict[str, tuple[int, int]]:
+    """The channel's allocation rule at each eligible node that has one, as the scripts take them."""
+    if channel is None or not channel.allocation_rules:
+        return {}  # the common case costs nothing
+    resolved = resolve_channel_rules(channel, nodes) or []
+    return {n: rule for n, rule in zip(channel.nodes, resolved, strict=True) if rule[0] != RuleKind.NONE}
+
+
+def _usage(text: str) -> dict[str, int]:
+    """``channel TAB units TAB ...`` (shard_rows.lua) as a dict."""
+    if not text:
+        return {}
+    parts = text.split("\t")
+    return {parts[i]: int(parts[i + 1]) for i in range(0, len(parts), 2)}
 
 
 def _index_args(line_indexes: Sequence[int] | None) -> list[Arg]:

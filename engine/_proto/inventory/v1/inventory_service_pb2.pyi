@@ -32,6 +32,7 @@ class SupplySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SUPPLY_SOURCE_UNSPECIFIED: _ClassVar[SupplySource]
     SUPPLY_SOURCE_STOCK: _ClassVar[SupplySource]
     SUPPLY_SOURCE_TRANSFER: _ClassVar[SupplySource]
+    SUPPLY_SOURCE_INBOUND: _ClassVar[SupplySource]
 RESERVATION_STATE_UNSPECIFIED: ReservationState
 RESERVATION_STATE_HELD: ReservationState
 RESERVATION_STATE_COMMITTED: ReservationState
@@ -44,6 +45,7 @@ FULFILLMENT_METHOD_PICKUP: FulfillmentMethod
 SUPPLY_SOURCE_UNSPECIFIED: SupplySource
 SUPPLY_SOURCE_STOCK: SupplySource
 SUPPLY_SOURCE_TRANSFER: SupplySource
+SUPPLY_SOURCE_INBOUND: SupplySource
 
 class ReserveRequest(_message.Message):
     __slots__ = ("reservation_id", "channel", "lines", "ttl", "allow_partial")
@@ -196,7 +198,7 @@ class NodeAvailability(_message.Message):
     def __init__(self, node: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., committed: _Optional[int] = ..., safety_stock: _Optional[int] = ..., atp: _Optional[int] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
-    __slots__ = ("channel", "lines", "destination", "pickup_store", "methods", "service_levels", "allow_split")
+    __slots__ = ("channel", "lines", "destination", "pickup_store", "methods", "service_levels", "allow_split", "allow_backorder")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +206,7 @@ class QuoteRequest(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_LEVELS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BACKORDER_FIELD_NUMBER: _ClassVar[int]
     channel: str
     lines: _containers.RepeatedCompositeFieldContainer[QuoteLine]
     destination: Destination
@@ -211,7 +214,8 @@ class QuoteRequest(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[FulfillmentMethod]
     service_levels: _containers.RepeatedScalarFieldContainer[str]
     allow_split: bool
-    def __init__(self, channel: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[QuoteLine, _Mapping]]] = ..., destination: _Optional[_Union[Destination, _Mapping]] = ..., pickup_store: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[FulfillmentMethod, str]]] = ..., service_levels: _Optional[_Iterable[str]] = ..., allow_split: _Optional[bool] = ...) -> None: ...
+    allow_backorder: bool
+    def __init__(self, channel: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[QuoteLine, _Mapping]]] = ..., destination: _Optional[_Union[Destination, _Mapping]] = ..., pickup_store: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[FulfillmentMethod, str]]] = ..., service_levels: _Optional[_Iterable[str]] = ..., allow_split: _Optional[bool] = ..., allow_backorder: _Optional[bool] = ...) -> None: ...
 
 class QuoteLine(_message.Message):
     __slots__ = ("sku", "quantity")
@@ -254,7 +258,7 @@ class LineQuote(_message.Message):
     def __init__(self, line_index: _Optional[int] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., options: _Optional[_Iterable[_Union[FulfillmentOption, _Mapping]]] = ...) -> None: ...
 
 class FulfillmentOption(_message.Message):
-    __slots__ = ("method", "service_level", "promise_date", "ready_time", "ready_time_zone", "allocations", "split")
+    __slots__ = ("method", "service_level", "promise_date", "ready_time", "ready_time_zone", "allocations", "split", "backorder")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     SERVICE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +266,7 @@ class FulfillmentOption(_message.Message):
     READY_TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
+    BACKORDER_FIELD_NUMBER: _ClassVar[int]
     method: FulfillmentMethod
     service_level: str
     promise_date: _date_pb2.Date
@@ -269,23 +274,28 @@ class FulfillmentOption(_message.Message):
     ready_time_zone: str
     allocations: _containers.RepeatedCompositeFieldContainer[SourcedAllocation]
     split: bool
-    def __init__(self, method: _Optional[_Union[FulfillmentMethod, str]] = ..., service_level: _Optional[str] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time_zone: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[SourcedAllocation, _Mapping]]] = ..., split: _Optional[bool] = ...) -> None: ...
+    backorder: bool
+    def __init__(self, method: _Optional[_Union[FulfillmentMethod, str]] = ..., service_level: _Optional[str] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time_zone: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[SourcedAllocation, _Mapping]]] = ..., split: _Optional[bool] = ..., backorder: _Optional[bool] = ...) -> None: ...
 
 class SourcedAllocation(_message.Message):
-    __slots__ = ("node", "quantity", "source", "promise_date", "ship_date", "distance_km")
+    __slots__ = ("node", "quantity", "source", "promise_date", "ship_date", "distance_km", "available_time", "supply_ids")
     NODE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
     SHIP_DATE_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_KM_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUPPLY_IDS_FIELD_NUMBER: _ClassVar[int]
     node: str
     quantity: int
     source: SupplySource
     promise_date: _date_pb2.Date
     ship_date: _date_pb2.Date
     distance_km: float
-    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ..., source: _Optional[_Union[SupplySource, str]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., distance_km: _Optional[float] = ...) -> None: ...
+    available_time: _timestamp_pb2.Timestamp
+    supply_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ..., source: _Optional[_Union[SupplySource, str]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., distance_km: _Optional[float] = ..., available_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supply_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FindInStoresRequest(_message.Message):
     __slots__ = ("channel", "store", "sku", "quantity", "max_stores")

@@ -16,10 +16,21 @@ class NodeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_TYPE_DC: _ClassVar[NodeType]
     NODE_TYPE_STORE: _ClassVar[NodeType]
     NODE_TYPE_VENDOR: _ClassVar[NodeType]
+
+class AllocationRuleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALLOCATION_RULE_KIND_UNSPECIFIED: _ClassVar[AllocationRuleKind]
+    ALLOCATION_RULE_KIND_SHARE: _ClassVar[AllocationRuleKind]
+    ALLOCATION_RULE_KIND_CAP: _ClassVar[AllocationRuleKind]
+    ALLOCATION_RULE_KIND_PROTECT: _ClassVar[AllocationRuleKind]
 NODE_TYPE_UNSPECIFIED: NodeType
 NODE_TYPE_DC: NodeType
 NODE_TYPE_STORE: NodeType
 NODE_TYPE_VENDOR: NodeType
+ALLOCATION_RULE_KIND_UNSPECIFIED: AllocationRuleKind
+ALLOCATION_RULE_KIND_SHARE: AllocationRuleKind
+ALLOCATION_RULE_KIND_CAP: AllocationRuleKind
+ALLOCATION_RULE_KIND_PROTECT: AllocationRuleKind
 
 class Node(_message.Message):
     __slots__ = ("id", "type", "name", "region", "latitude", "longitude", "time_zone", "capabilities", "postal_prefix", "processing_days", "pickup_minutes", "cutoff", "opens_at", "open_weekdays", "holidays", "daily_capacity")
@@ -68,14 +79,30 @@ class NodeCapabilities(_message.Message):
     def __init__(self, ship: _Optional[bool] = ..., pickup: _Optional[bool] = ..., ship_from_store: _Optional[bool] = ...) -> None: ...
 
 class Channel(_message.Message):
-    __slots__ = ("id", "name", "nodes")
+    __slots__ = ("id", "name", "nodes", "allocation_rules")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_RULES_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    allocation_rules: _containers.RepeatedCompositeFieldContainer[AllocationRule]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., allocation_rules: _Optional[_Iterable[_Union[AllocationRule, _Mapping]]] = ...) -> None: ...
+
+class AllocationRule(_message.Message):
+    __slots__ = ("kind", "value", "node", "node_type", "protects")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROTECTS_FIELD_NUMBER: _ClassVar[int]
+    kind: AllocationRuleKind
+    value: int
+    node: str
+    node_type: NodeType
+    protects: str
+    def __init__(self, kind: _Optional[_Union[AllocationRuleKind, str]] = ..., value: _Optional[int] = ..., node: _Optional[str] = ..., node_type: _Optional[_Union[NodeType, str]] = ..., protects: _Optional[str] = ...) -> None: ...
 
 class UpsertNodeRequest(_message.Message):
     __slots__ = ("node",)

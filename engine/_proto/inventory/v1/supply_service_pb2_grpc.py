@@ -59,6 +59,21 @@ class SupplyServiceStub:
                 request_serializer=inventory_dot_v1_dot_supply__service__pb2.SetSafetyStockRequest.SerializeToString,
                 response_deserializer=inventory_dot_v1_dot_supply__service__pb2.SupplyChangeResponse.FromString,
                 _registered_method=True)
+        self.UpsertInboundSupply = channel.unary_unary(
+                '/inventory.v1.SupplyService/UpsertInboundSupply',
+                request_serializer=inventory_dot_v1_dot_supply__service__pb2.UpsertInboundSupplyRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_supply__service__pb2.UpsertInboundSupplyResponse.FromString,
+                _registered_method=True)
+        self.DeleteInboundSupply = channel.unary_unary(
+                '/inventory.v1.SupplyService/DeleteInboundSupply',
+                request_serializer=inventory_dot_v1_dot_supply__service__pb2.DeleteInboundSupplyRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_supply__service__pb2.DeleteInboundSupplyResponse.FromString,
+                _registered_method=True)
+        self.ListInboundSupply = channel.unary_unary(
+                '/inventory.v1.SupplyService/ListInboundSupply',
+                request_serializer=inventory_dot_v1_dot_supply__service__pb2.ListInboundSupplyRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_supply__service__pb2.ListInboundSupplyResponse.FromString,
+                _registered_method=True)
 
 
 class SupplyServiceServicer:
@@ -98,6 +113,40 @@ class SupplyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertInboundSupply(self, request, context):
+        """Future supply: adds or revises inbound purchase orders and transfers
+        (units expected at a node at an ETA), by supply id. A batch of 1 to
+        1,000 records, applied atomically. Idempotent by id: the same record
+        again changes nothing (UNCHANGED); another body for a known id replaces
+        it (UPDATED: a revised ETA, quantity, node...). Bad records fail with
+        INVALID_ARGUMENT and a field violation for each problem
+        (`records[3].eta`); a node that does not exist fails with
+        NODE_NOT_FOUND; either way nothing changes. Quote promises backorders
+        from these records (QuoteRequest.allow_backorder); on-hand stock is not
+        touched: when the units arrive, record the receipt with AdjustStock and
+        delete the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteInboundSupply(self, request, context):
+        """Forgets inbound records (received, or cancelled), atomically. Ids that
+        are not there are reported in `not_found_ids`, not as an error, so a
+        retried delete succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInboundSupply(self, request, context):
+        """Lists inbound records in supply id order, optionally of one SKU and/or
+        one node, a page at a time (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupplyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +164,21 @@ def add_SupplyServiceServicer_to_server(servicer, server):
                     servicer.SetSafetyStock,
                     request_deserializer=inventory_dot_v1_dot_supply__service__pb2.SetSafetyStockRequest.FromString,
                     response_serializer=inventory_dot_v1_dot_supply__service__pb2.SupplyChangeResponse.SerializeToString,
+            ),
+            'UpsertInboundSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertInboundSupply,
+                    request_deserializer=inventory_dot_v1_dot_supply__service__pb2.UpsertInboundSupplyRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_supply__service__pb2.UpsertInboundSupplyResponse.SerializeToString,
+            ),
+            'DeleteInboundSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteInboundSupply,
+                    request_deserializer=inventory_dot_v1_dot_supply__service__pb2.DeleteInboundSupplyRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_supply__service__pb2.DeleteInboundSupplyResponse.SerializeToString,
+            ),
+            'ListInboundSupply': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInboundSupply,
+                    request_deserializer=inventory_dot_v1_dot_supply__service__pb2.ListInboundSupplyRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_supply__service__pb2.ListInboundSupplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -208,6 +272,87 @@ class SupplyService:
             '/inventory.v1.SupplyService/SetSafetyStock',
             inventory_dot_v1_dot_supply__service__pb2.SetSafetyStockRequest.SerializeToString,
             inventory_dot_v1_dot_supply__service__pb2.SupplyChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertInboundSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.SupplyService/UpsertInboundSupply',
+            inventory_dot_v1_dot_supply__service__pb2.UpsertInboundSupplyRequest.SerializeToString,
+            inventory_dot_v1_dot_supply__service__pb2.UpsertInboundSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteInboundSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.SupplyService/DeleteInboundSupply',
+            inventory_dot_v1_dot_supply__service__pb2.DeleteInboundSupplyRequest.SerializeToString,
+            inventory_dot_v1_dot_supply__service__pb2.DeleteInboundSupplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInboundSupply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.SupplyService/ListInboundSupply',
+            inventory_dot_v1_dot_supply__service__pb2.ListInboundSupplyRequest.SerializeToString,
+            inventory_dot_v1_dot_supply__service__pb2.ListInboundSupplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,7 @@ for _, pair in ipairs(selected) do
       local r = row(pair[2].p, l.sku, a[1])
       r.cm = r.cm - a[2]
       r.oh = r.oh - a[2]
+      add_used(r, pair[2].ch, -a[2])
     end
     l.state = FULFILLED
     changed[#changed + 1] = pair

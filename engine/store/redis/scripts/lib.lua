@@ -93,6 +93,9 @@ local function new_row(p, sku, node, values)
     p = p, key = k_sku(p, sku), sku = sku, node = node, exists = values[5] ~= false,
     oh = tonumber(values[1]) or 0, rs = tonumber(values[2]) or 0, cm = tonumber(values[3]) or 0,
     ss = tonumber(values[4]) or 0, v = tonumber(values[5]) or 0, create = false,
+    -- channel_used: stored values read so far (uv), pending changes (ud) in
+    -- the order the channels were first changed (uch)
+    uv = {}, ud = {}, uch = {},
   }
   r.o = {r.oh, r.rs, r.cm, r.ss, r.v}
   rows[p .. '\t' .. sku .. '\t' .. node] = r
@@ -132,6 +135,50 @@ local function rows_of(p, sku, nodes)
   return out
 end
 
+-- The field of a row's channel_used: TAB-separated, since node and channel
+-- ids may contain ':' but never whitespace.
+local function used_field(node, ch)
+  return node .. '\t' .. ch
+end
+
+-- Units of channel `ch` held or committed at row r, pending changes included.
+local function row_used(r, ch)
+  local v = r.uv[ch]
+  if v == nil then
+    v = tonumber(redis.call('HGET', r.key, used_field(r.node, ch))) or 0
+    r.uv[ch] = v
+  end
+  return v + (r.ud[ch] or 0)
+end
+
+-- Every channel's units count at every row, whatever its rules (a rule added
+-- later must find them; a script cannot recount a shard's reservations).
+local function add_used(r, ch, delta)
+  if ch == nil or ch == '' then return end -- a sub-reservation from before channel counters
+  if r.ud[ch] == nil then r.uch[#r.uch + 1] = ch end
+  r.ud[ch] = (r.ud[ch] or 0) + delta
+end
+
+-- Writes the pending channel_used changes of row r; returns the feed's
+-- 'u:<channel>', value pairs (new absolute values). A counter back at 0 is
+-- deleted: rows carry fields only for channels holding units there.
+local function flush_used(r)
+  local feed = {}
+  for _, ch in ipairs(r.uch) do
+    local d = r.ud[ch]
+    if d ~= 0 then
+      local field = used_field(r.node, ch)
+      local v = redis.call('HINCRBY', r.key, field, d)
+      if v == 0 then redis.call('HDEL', r.key, field) end
+      r.uv[ch] = v
+      feed[#feed + 1] = 'u:' .. ch
+      feed[#feed + 1] = istr(v)
+    end
+  end
+  r.ud, r.uch = {}, {}
+  return feed
+end
+
 local function flush_rows(feedmax)
   for _, r in ipairs(row_list) do
     local o = r.o
@@ -144,14 +191,15 @@ local function flush_rows(feedmax)
         changed[#changed + 1] = istr(values[i])
       end
     end
-    if #changed > 0 and (r.exists or r.create) then
-      redis.call('HSET', r.key, unpack(changed))
+    if (#changed > 0 or #r.uch > 0) and (r.exists or r.create) then
+      if #changed > 0 then redis.call('HSET', r.key, unpack(changed)) end
       if not r.exists then
         redis.call('SADD', k_skus(r.p), r.sku)
         r.exists = true
       end
+      local used = flush_used(r)
       redis.call('XADD', k_feed(r.p), 'MAXLEN', '~', feedmax, '*', 'sku', r.sku, 'node', r.node,
-        'oh', istr(r.oh), 'rs', istr(r.rs), 'cm', istr(r.cm), 'ss', istr(r.ss), 'v', istr(r.v))
+        'oh', istr(r.oh), 'rs', istr(r.rs), 'cm', istr(r.cm), 'ss', istr(r.ss), 'v', istr(r.v), unpack(used))
       r.o = values
     end
   end
@@ -161,21 +209,34 @@ end
 -- committed, safety, version} each, in field order (audit, resync).
 local function sku_rows(p, sku)
   local h = redis.call('HGETALL', k_sku(p, sku))
-  local by_node, nodes = {}, {}
+  local by_node, nodes, used = {}, {}, {}
   for i = 1, #h, 2 do
-    -- The suffix is the part after the last ':' (node ids may contain ':').
-    local cut = string.find(h[i], ':[a-z]+$')
-    local node, field = string.sub(h[i], 1, cut - 1), string.sub(h[i], cut + 1)
+    local tab = string.find(h[i], '\t', 1, true)
+    local node, field
+    if tab then
+      node = string.sub(h[i], 1, tab - 1)
+    else
+      -- The suffix is the part after the last ':' (node ids may contain ':').
+      local cut = string.find(h[i], ':[a-z]+$')
+      node, field = string.sub(h[i], 1, cut - 1), string.sub(h[i], cut + 1)
+    end
     if not by_node[node] then
       by_node[node] = {}
+      used[node] = {}
       nodes[#nodes + 1] = node
     end
-    by_node[node][field] = tonumber(h[i + 1])
+    if tab then
+      local u = used[node]
+      u[#u + 1] = string.sub(h[i], tab + 1)
+      u[#u + 1] = tonumber(h[i + 1])
+    else
+      by_node[node][field] = tonumber(h[i + 1])
+    end
   end
   local out = {}
   for _, node in ipairs(nodes) do
     local v = by_node[node]
-    if v.v then out[#out + 1] = {node, v.oh or 0, v.rs or 0, v.cm or 0, v.ss or 0, v.v} end
+    if v.v then out[#out + 1] = {node, v.oh or 0, v.rs or 0, v.cm or 0, v.ss or 0, v.v, used[node]} end
   end
   return out
 end
@@ -249,6 +310,7 @@ local function drop_sub(s)
       for _, a in ipairs(l.alloc) do
         local r = row(s.p, l.sku, a[1])
         r.rs = r.rs - a[2]
+        add_used(r, s.ch, -a[2])
       end
     end
   end
@@ -295,6 +357,7 @@ local function expire_shard(p, now, limit)
           for _, a in ipairs(l.alloc) do
             local r = row(p, l.sku, a[1])
             r.rs = r.rs - a[2]
+            add_used(r, s.ch, -a[2])
           end
           l.state = EXPIRED
           changed[#changed + 1] = l
@@ -315,15 +378,62 @@ end
 
 -- ------------------------------------------------------- reservation sourcing
 
+-- engine.core.allocation_rules.channel_allowance: units a channel may still
+-- take at a row under its rule (kind 1 SHARE percent, 2 CAP, 3 PROTECT units).
+-- The share is computed without a product above 2^53 (Lua numbers are doubles).
+local function allowance(oh, rs, cm, ss, kind, value, used)
+  local atp = oh - rs - cm - ss
+  if atp <= 0 then return 0 end
+  local room
+  if kind == 1 then
+    local sellable = oh - ss
+    local quota = 0
+    if sellable > 0 then
+      local rest = sellable % 100
+      quota = (sellable - rest) / 100 * value + math.floor(rest * value / 100)
+    end
+    room = quota - used
+  elseif kind == 2 then
+    room = value - used
+  elseif kind == 3 then
+    room = atp - value
+  else
+    return atp
+  end
+  if room <= 0 then return 0 end
+  if room < atp then return room end
+  return atp
+end
+
+-- The reserving channel's rules by node, {kind, value}, read from ARGV:
+-- count, then (node, kind, value)*. Nodes without a rule are absent.
+local function read_rules()
+  local rules = {}
+  for _ = 1, arg_num() do
+    local node = arg()
+    rules[node] = {arg_num(), arg_num()}
+  end
+  return rules
+end
+
 -- The reference ledger's sourcing: the first candidate that covers the whole
 -- line, else greedily across candidates in priority order. Rows are read one
 -- candidate at a time, so the usual case (the first node has the units) reads
 -- one. `taken` holds what earlier lines of the same request took, by row.
-local function source(p, sku, qty, candidates, taken)
+-- Where the channel `ch` has a rule, a node gives its allowance, not its ATP
+-- (what this request took counts as the channel's).
+local function source(p, sku, qty, candidates, taken, rules, ch)
   local free = {}
   for _, node in ipairs(candidates) do
     local r = row(p, sku, node)
-    local atp = r.oh - r.rs - r.cm - r.ss - (taken[r] or 0)
+    local t = taken[r] or 0
+    local rule = rules[node]
+    local atp
+    if rule then
+      atp = allowance(r.oh, r.rs + t, r.cm, r.ss, rule[1], rule[2], row_used(r, ch) + t)
+    else
+      atp = r.oh - r.rs - r.cm - r.ss - t
+    end
     if atp > 0 then
       if atp >= qty then return {{node, qty, r}} end
       free[#free + 1] = {node, atp, r}
@@ -351,12 +461,12 @@ end
 
 -- Plans holds for the lines of one shard: allocations and shortfalls, no writes.
 -- Returns whether anything was allocated.
-local function plan_lines(p, lines, eligible, taken, shortfalls)
+local function plan_lines(p, lines, eligible, taken, shortfalls, rules, ch)
   local any = false
   for _, l in ipairs(lines) do
     local candidates = eligible
     if l.node ~= '' then candidates = {l.node} end
-    l.alloc = source(p, l.sku, l.qty, candidates, taken)
+    l.alloc = source(p, l.sku, l.qty, candidates, taken, rules, ch)
     local allocated = 0
     for _, a in ipairs(l.alloc) do
       allocated = allocated + a[2]
@@ -372,12 +482,14 @@ end
 
 -- Writes a new sub-reservation for planned lines: the holds, the sub, its
 -- expiry entry. Lines with nothing allocated are RELEASED from the start.
-local function create_sub(p, rid, lines, ca, ea, xm, own)
-  local s = {p = p, rid = rid, key = k_sub(p, rid), lines = lines, ca = ca, ea = ea, xm = xm, own = own}
-  local args = {'ca', ca, 'ea', ea, 'xm', xm}
+local function create_sub(p, rid, lines, ca, ea, xm, own, ch)
+  local s = {p = p, rid = rid, key = k_sub(p, rid), lines = lines, ca = ca, ea = ea, xm = xm, own = own, ch = ch}
+  -- The channel is kept with the lines: expiry and the transitions run in this
+  -- shard, which may not hold the directory entry.
+  local args = {'ca', ca, 'ea', ea, 'xm', xm, 'ch', ch}
   if own ~= '' then
-    args[7] = 'own'
-    args[8] = own
+    args[9] = 'own'
+    args[10] = own
   end
   for _, l in ipairs(lines) do
     if #l.alloc > 0 then
@@ -385,6 +497,7 @@ local function create_sub(p, rid, lines, ca, ea, xm, own)
       for _, a in ipairs(l.alloc) do
         local r = a[3]
         r.rs = r.rs + a[2]
+        add_used(r, ch, a[2])
       end
     else
       l.state = RELEASED

@@ -35,6 +35,7 @@ for _, pair in ipairs(selected) do
     for _, a in ipairs(l.alloc) do
       local r = row(pair[2].p, l.sku, a[1])
       r[column] = r[column] - a[2]
+      add_used(r, pair[2].ch, -a[2])
     end
     l.state = RELEASED
     changed[#changed + 1] = pair

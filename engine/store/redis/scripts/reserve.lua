@@ -9,7 +9,9 @@
 --            err_code, err_a, err_b (a refusal decided by the engine
 --            from its network copy: CHANNEL / UNKNOWN_NODE / NOT_ELIGIBLE, or
 --            '' for none; it applies only if the reservation does not exist),
---            eligible_count, eligible nodes..., then for each shard of KEYS[3..]:
+--            eligible_count, eligible nodes..., channel, rule_count,
+--            (node, kind, value)* (the channel's allocation rule at each eligible
+--            node that has one), then for each shard of KEYS[3..]:
 --            line count, (index, sku, quantity, requested node or '')*
 -- Returns    {'OK', {sub...}} (sub = {created_at, expires_at, {{index, sku,
 --            quantity, node, state, {node, qty, ...}}...}}), for a new
@@ -22,6 +24,8 @@ local ca, ea, xm, shards = arg(), arg(), arg(), arg()
 local err_code, err_a, err_b = arg(), arg(), arg()
 local eligible = {}
 for i = 1, arg_num() do eligible[i] = arg() end
+local channel = arg()
+local rules = read_rules()
 
 local prefixes = {}
 for i = 3, #KEYS do
@@ -47,13 +51,13 @@ if err_code ~= '' then return {err_code, err_a, err_b} end
 local groups, shortfalls, taken, any = {}, {}, {}, false
 for i, p in ipairs(prefixes) do
   groups[i] = read_lines()
-  if plan_lines(p, groups[i], eligible, taken, shortfalls) then any = true end
+  if plan_lines(p, groups[i], eligible, taken, shortfalls, rules, channel) then any = true end
 end
 if #shortfalls > 0 and (ap == '0' or not any) then return {'OOS', shortfalls} end
 
 local out = {}
 for i, p in ipairs(prefixes) do
-  out[i] = sub_reply(create_sub(p, rid, groups[i], ca, ea, xm, ''))
+  out[i] = sub_reply(create_sub(p, rid, groups[i], ca, ea, xm, '', channel))
 end
 -- The body carries channel, ttl, allow_partial and the lines: nothing else is needed.
 redis.call('HSET', KEYS[1], 'b', body, 'st', 'DONE', 'sh', shards)

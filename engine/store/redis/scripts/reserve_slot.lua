@@ -6,7 +6,8 @@
 --
 -- KEYS     one `x` key per shard of this slot holding lines
 -- ARGV     now_ms, feed_maxlen, rid, created_at, expires_at, expires_ms, owner,
---          allow_partial (0/1), eligible_count, eligible..., then per shard:
+--          allow_partial (0/1), eligible_count, eligible..., channel, rule_count,
+--          (node, kind, value)* (as reserve.lua), then per shard:
 --          line count, (index, sku, quantity, requested node or '')*
 -- Returns  {'OK', took (0/1: any units held in this slot), {shortfall...}, {sub...}}
 --          {'OOS', {{index, sku, requested, available}...}}  (nothing written)
@@ -14,6 +15,8 @@ local now, feedmax = arg(), arg()
 local rid, ca, ea, xm, own, ap = arg(), arg(), arg(), arg(), arg(), arg()
 local eligible = {}
 for i = 1, arg_num() do eligible[i] = arg() end
+local channel = arg()
+local rules = read_rules()
 
 local prefixes, existing = {}, {}
 for i = 1, #KEYS do
@@ -40,7 +43,7 @@ for i, p in ipairs(prefixes) do
     for _, l in ipairs(existing[i].lines) do
       if #l.alloc > 0 then took = true end
     end
-  elseif plan_lines(p, groups[i], eligible, taken, shortfalls) then
+  elseif plan_lines(p, groups[i], eligible, taken, shortfalls, rules, channel) then
     took = true
   end
 end
@@ -48,7 +51,7 @@ if #shortfalls > 0 and ap == '0' then return {'OOS', shortfalls} end
 
 local out = {}
 for i, p in ipairs(prefixes) do
-  local s = existing[i] or create_sub(p, rid, groups[i], ca, ea, xm, own)
+  local s = existing[i] or create_sub(p, rid, groups[i], ca, ea, xm, own, channel)
   out[i] = sub_reply(s)
 end
 flush_rows(feedmax)

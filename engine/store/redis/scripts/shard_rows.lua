@@ -5,7 +5,8 @@
 -- KEYS[1]  the shard's `x` key
 -- ARGV     now_ms, feed_maxlen
 -- Returns  {last feed id or '0-0', {sku, node, on_hand, reserved, committed,
---          safety, version}* flattened}
+--          safety, version, channel_used}* flattened}; channel_used is
+--          ``channel TAB units TAB ...`` for the channels holding units there
 local now, feedmax = arg(), arg()
 local p = prefix_of(KEYS[1])
 expire_shard(p, now, nil)
@@ -13,7 +14,11 @@ flush_rows(feedmax)
 local out = {}
 for _, sku in ipairs(redis.call('SMEMBERS', k_skus(p))) do
   for _, r in ipairs(sku_rows(p, sku)) do
-    for _, x in ipairs({sku, r[1], r[2], r[3], r[4], r[5], r[6]}) do out[#out + 1] = x end
+    local used = {}
+    for i, x in ipairs(r[7]) do used[i] = type(x) == 'number' and istr(x) or x end
+    for _, x in ipairs({sku, r[1], r[2], r[3], r[4], r[5], r[6], table.concat(used, '\t')}) do
+      out[#out + 1] = x
+    end
   end
 end
 local last = redis.call('XREVRANGE', k_feed(p), '+', '-', 'COUNT', 1)
