@@ -134,6 +134,18 @@ def test_reservation_outcomes_are_counted_once_where_they_happen(backing: Backin
             assert time.monotonic() < deadline, "the expired hold was not counted"
             time.sleep(0.05)
         assert outcome("expired") == before["expired"] + 1
+        # Another, read as soon as it is due: the read's script (or the sweeper,
+        # whichever comes first) expires it, and it is counted exactly once.
+        _reserve(inventory, "m-4", "E", 1, ttl_s=1)
+        get = inv_pb.GetReservationRequest(reservation_id="m-4")
+        while inventory.GetReservation(get).state != inv_pb.RESERVATION_STATE_EXPIRED:
+            assert time.monotonic() < deadline + 5.0, "the second hold did not expire"
+            time.sleep(0.01)
+        while outcome("expired") < before["expired"] + 2:
+            assert time.monotonic() < deadline + 10.0, "the second expired hold was not counted"
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few more sweeps: nothing is counted twice
+        assert outcome("expired") == before["expired"] + 2
         if backing.kind.startswith("embedded"):
             assert total("inventory_journal_fsync_seconds_count") > fsyncs_before
         channel.close()

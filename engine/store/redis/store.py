@@ -115,6 +115,8 @@ class RedisStore:
         self._net_lock = asyncio.Lock()
         self._facts: dict[str, ReservationFacts] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # The shards' expiry totals by (shard, channel) at the last sweep (see _report_expiries).
+        self._expiry_totals: dict[tuple[int, str], int] | None = None
         self._lease_held = False
         self._expired_holds = 0
         self._sweeps = 0
@@ -857,6 +859,7 @@ class RedisStore:
             if self._lease_held:
                 log.info("another engine process sweeps expired holds now")
             self._lease_held = False
+            self._expiry_totals = None  # the holder reports expiries; a new baseline when ours again
             return
         if not self._lease_held:
             log.info("this engine process sweeps expired holds")
@@ -874,22 +877,44 @@ class RedisStore:
                 for k in pending
             ]
             pending = []
+            counts: dict[tuple[int, str], int] = {}
             for shard, future in futures:
-                reply = await future
-                if len(reply) > 1:
+                more, pairs, totals = await future
+                if pairs:
                     self._wrote((shard,))  # units came back: availability reads must see it
-                for i in range(1, len(reply), 2):
-                    expired[reply[i]] = float(reply[i + 1])
-                if reply[0] == 1:
+                for i in range(0, len(pairs), 2):
+                    expired[pairs[i]] = float(pairs[i + 1])
+                for i in range(0, len(totals), 2):
+                    counts[(shard, totals[i])] = int(totals[i + 1])
+                if more == 1:
                     pending.append(shard)
+            self._report_expiries(counts)
         self._sweeps += 1
         self._expired_holds += len(expired)
-        if expired:
-            # Holds expired lazily by another script (one that touched the shard
-            # first) are not seen here; the sweeper, every 0.2 s, expires most.
-            facts = await asyncio.gather(*(self._facts_of(rid) for rid in expired), return_exceptions=True)
-            metrics.record_expired(f.channel for f in facts if isinstance(f, ReservationFacts))
         return [rid for _, rid in sorted((at, rid) for rid, at in expired.items())]
+
+    def _report_expiries(self, totals: dict[tuple[int, str], int]) -> None:
+        """Count expired reservations from the shards' running totals.
+
+        Every script that expires holds (the sweep, or lazily any script that
+        touches the shard first) adds to its shard's total by channel, so the
+        totals see every expiry, across all processes. The process holding the
+        sweeper lease reports what they gained since its previous sweep; its
+        first sweep only takes them as a baseline (what came before was
+        reported by the previous holder, or by nobody if none ran).
+        """
+        seen = self._expiry_totals
+        if seen is None:
+            self._expiry_totals = dict(totals)
+            return
+        gained: list[str] = []
+        for key, total in totals.items():
+            delta = total - seen.get(key, 0)
+            if delta > 0:
+                gained.extend([key[1]] * delta)
+            seen[key] = total
+        if gained:
+            metrics.record_expired(gained)
 
     async def expire_now(self) -> list[str]:
         """Run one sweep now, lease or not; returns the reservation ids whose holds

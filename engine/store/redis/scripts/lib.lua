@@ -348,6 +348,7 @@ local function expire_shard(p, now, limit)
   end
   if #due == 0 then return due end
   local out = {}
+  local counted = {}
   for _, rid in ipairs(due) do
     local s = load_sub(p, rid)
     if s then
@@ -361,6 +362,9 @@ local function expire_shard(p, now, limit)
           end
           l.state = EXPIRED
           changed[#changed + 1] = l
+          -- A reservation's lines may live in several shards: the one with its
+          -- first line counts the expiry, once.
+          if l.idx == 0 then counted[s.ch or ''] = (counted[s.ch or ''] or 0) + 1 end
         end
       end
       save_lines(s, changed)
@@ -368,6 +372,9 @@ local function expire_shard(p, now, limit)
       out[#out + 1] = s.ea
     end
   end
+  -- Expiries by channel, whichever script ran them (this lazy path included):
+  -- the sweeper reports what these counters gained (metrics).
+  for ch, n in pairs(counted) do redis.call('HINCRBY', k_m(p), 'exp\t' .. ch, n) end
   if limit then
     redis.call('ZREM', x, unpack(due))
   else
