@@ -241,10 +241,12 @@ async def test_while_redis_is_down_calls_fail_unavailable_and_change_nothing(
     store = await stores_on.open()
     await seed(store)
     before = await store.reserve(req("before", ("sku-a", 2)))
+    assert store.healthy
 
     always_fsynced_redis.kill()
     with pytest.raises(StoreUnavailable):
         await store.reserve(req("during", ("sku-a", 3), ("sku-b", 1)))
+    assert not store.healthy  # what inventory_store_up reports
     with pytest.raises(StoreUnavailable):
         await store.commit("before")
     with pytest.raises(StoreUnavailable):
@@ -253,6 +255,8 @@ async def test_while_redis_is_down_calls_fail_unavailable_and_change_nothing(
         await store.get_reservation("before")
 
     always_fsynced_redis.restart()
+    await store.get_reservation("before")  # a call that reaches Redis again...
+    assert store.healthy  # ...makes the store healthy again
     # Nothing of the failed calls happened (Redis was down when they were made).
     fresh = await stores_on.open()
     with pytest.raises(NotFound):

@@ -798,3 +798,21 @@ async def test_keys_py_names_the_inbound_book_the_scripts_write(open_store: Open
     assert {key_slot("inb")} == {key_slot(k[k.index("{") + 1 : k.index("}")]) for k in book}
     await store.remove_inbound(["po-1"])
     assert await client.exists(*book[:2], keys.inbound_sku("sku-a"), keys.inbound_node("dc2")) == 0
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_the_sweeper_reports_how_late_it_returns_expired_holds(open_store: Opener) -> None:
+    clock = FakeClock()
+    store = await open_store(clock=clock)
+    await seed(store)
+    await until(lambda: store.stats.sweeper_lease, "this process to hold the sweeper lease")
+    assert store.expiry_lag_s < 1.0
+    await store.reserve(req("late-1", ("sku-a", 1), ttl=1.0))
+    swept = store.stats.expired_holds
+    clock.now += 3.5  # the engine's clock jumps: the hold is 2.5 s overdue when the sweeper sees it
+    await until(lambda: store.stats.expired_holds > swept, "the hold to be swept")
+    assert store.expiry_lag_s >= 2.5  # what inventory_expiry_sweep_lag_seconds shows (alert: > 1 s)
+    # A process without the lease reports no lag of its own (the holder does).
+    other = await open_store(clock=clock)
+    assert not other.stats.sweeper_lease and other.expiry_lag_s == 0.0

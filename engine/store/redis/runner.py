@@ -122,6 +122,9 @@ class ScriptRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._loads = 0  # completed loads: a batch sent before the latest one needs no reload of its own
+        # Whether the last pipeline reached Redis (the store's health): the
+        # sweeper's lease call keeps it current even without client traffic.
+        self.reachable = True
 
     async def load(self) -> None:
         """SCRIPT LOAD every script on the server, or on every master of the Cluster."""
@@ -188,11 +191,14 @@ class ScriptRunner:
                 for i, result in zip(noscript, again, strict=True):
                     results[i] = result
         except BaseException as exc:
+            if unavailable(exc) is not None:
+                self.reachable = False
             for call in batch:
                 self._fail(call, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        self.reachable = True
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._fail(call, result)

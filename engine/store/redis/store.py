@@ -117,6 +117,8 @@ class RedisStore:
         self._sweeper: asyncio.Task[None] | None = None
         # The shards' expiry totals by (shard, channel) at the last sweep (see _report_expiries).
         self._expiry_totals: dict[tuple[int, str], int] | None = None
+        self._last_sweep_at: float | None = None  # monotonic
+        self._last_sweep_lateness_s = 0.0
         self._lease_held = False
         self._expired_holds = 0
         self._sweeps = 0
@@ -153,7 +155,19 @@ class RedisStore:
 
     @property
     def healthy(self) -> bool:
-        return self._phase == "running"
+        """Running, and the last script pipeline reached Redis."""
+        return self._phase == "running" and self._runner is not None and self._runner.reachable
+
+    @property
+    def expiry_lag_s(self) -> float:
+        """How late this process returns expired holds: the lateness of the holds
+        its last sweep expired, or the time since that sweep beyond one interval
+        when sweeps stop coming. 0 where another process holds the sweeper lease
+        (that process reports the lag)."""
+        if not self._lease_held or self._last_sweep_at is None:
+            return 0.0
+        overdue = time.monotonic() - self._last_sweep_at - self.config.sweep_interval_s
+        return max(0.0, self._last_sweep_lateness_s, overdue)
 
     @property
     def client(self) -> Redis | RedisCluster:
@@ -891,6 +905,8 @@ class RedisStore:
             self._report_expiries(counts)
         self._sweeps += 1
         self._expired_holds += len(expired)
+        self._last_sweep_at = time.monotonic()
+        self._last_sweep_lateness_s = max((self._now() - at for at in expired.values()), default=0.0)
         return [rid for _, rid in sorted((at, rid) for rid, at in expired.items())]
 
     def _report_expiries(self, totals: dict[tuple[int, str], int]) -> None:
