@@ -46,8 +46,9 @@ def _redis_config(args: argparse.Namespace) -> Any:
     return None
 
 
-def _carriers(path: str | None) -> Any:
-    """The carrier table of ``serve --carriers``, checked before anything starts."""
+def _carriers(path: str | None, option: str = "--carriers ") -> Any:
+    """The carrier table of ``serve --carriers`` (or ``carriers set``), checked
+    before anything starts (or is sent)."""
     if path is None:
         return None
     from engine.core.carriers import load_carriers
@@ -56,10 +57,10 @@ def _carriers(path: str | None) -> Any:
     try:
         return load_carriers(path)
     except OSError as exc:
-        raise SystemExit(f"--carriers {path}: {exc.strerror or exc}") from None
+        raise SystemExit(f"{option}{path}: {exc.strerror or exc}") from None
     except InvalidArgument as exc:
         problems = "\n".join(f"  {v.field or '(document)'}: {v.description}" for v in exc.violations)
-        raise SystemExit(f"--carriers {path}: {exc.message}\n{problems}") from None
+        raise SystemExit(f"{option}{path}: {exc.message}\n{problems}") from None
 
 
 async def _maybe_load_demo(store: Any, wanted: bool) -> None:
@@ -256,7 +257,15 @@ def _reservation_text(r: Any) -> str:
     for line in r.lines:
         allocs = ", ".join(f"{a.quantity}@{a.node}" for a in line.allocations) or "-"
         line_state = pb.ReservationState.Name(line.state).removeprefix("RESERVATION_STATE_")
-        lines.append(f"  [{line.line_index}] {line.sku} x{line.requested_quantity}: {allocs} ({line_state})")
+        # Promise dates come only in Reserve's answer to a request with a fulfillment context.
+        promise = ""
+        if line.HasField("ready_time"):
+            promise = f", ready {_local_time(line.ready_time, line.ready_time_zone)}"
+        elif line.HasField("promise_date"):
+            promise = f", delivered {_pb_date(line.promise_date)}"
+        lines.append(
+            f"  [{line.line_index}] {line.sku} x{line.requested_quantity}: {allocs} ({line_state}{promise})"
+        )
     return "\n".join(lines)
 
 
@@ -404,6 +413,21 @@ def cmd_reserve(args: argparse.Namespace) -> int:
         ttl=Duration(seconds=args.ttl),
         allow_partial=args.partial,
     )
+    if args.ship_to and args.pickup:
+        raise SystemExit("give --ship-to or --pickup, not both")
+    if args.ship_to or args.pickup:
+        # A fulfillment context: the engine sources by promise and dates the answer.
+        f = request.fulfillment
+        if args.ship_to:
+            f.method = pb.FULFILLMENT_METHOD_SHIP
+            f.destination.postal_code = args.ship_to
+        else:
+            f.method = pb.FULFILLMENT_METHOD_PICKUP
+            f.pickup_store = args.pickup
+        f.service_level = args.service_level or ""
+        f.allow_split = args.split
+    elif args.service_level or args.split:
+        raise SystemExit("--service-level and --split need --ship-to or --pickup")
     return _call(args, lambda: stubs.inventory.Reserve(request, timeout=args.timeout), _reservation_text)
 
 
@@ -565,6 +589,43 @@ def cmd_inbound(args: argparse.Namespace) -> int:
         return "\n".join(out)
 
     return _call(args, listing, listed)
+
+
+def cmd_carriers(args: argparse.Namespace) -> int:
+    """``carriers get`` prints the table in force in the file format (YAML, with
+    its etag and source in comments), so ``carriers set`` takes it back."""
+    import yaml
+
+    from engine._proto.inventory.v1 import network_service_pb2 as pb
+    from engine.service.convert import carrier_document, carrier_table_pb
+    from engine.store.base import CarrierRecord
+
+    stubs = _stubs(args.target)
+
+    def human(table: Any) -> str:
+        source = pb.CarrierTableSource.Name(table.source).removeprefix("CARRIER_TABLE_SOURCE_").lower()
+        head = [f"# etag: {table.etag}", f"# source: {source}"]
+        if table.HasField("update_time"):
+            head.append(f"# updated: {table.update_time.ToJsonString()}")
+        body = yaml.safe_dump(carrier_document(table), sort_keys=False, default_flow_style=None)
+        return "\n".join(head) + "\n" + body.rstrip("\n")
+
+    if args.carriers_command == "get":
+        request = pb.GetCarrierTableRequest()
+        return _call(args, lambda: stubs.network.GetCarrierTable(request, timeout=args.timeout), human)
+    if args.carriers_command == "reset":
+        reset = pb.ResetCarrierTableRequest(etag=args.etag or "")
+        return _call(args, lambda: stubs.network.ResetCarrierTable(reset, timeout=args.timeout), human)
+    # set: the file is checked here first, so its problems come with the file's own paths.
+    table = carrier_table_pb(_carriers(args.file, option=""), CarrierRecord())
+    table.ClearField("source")
+    table.etag = args.etag or ""
+    replace = pb.SetCarrierTableRequest(carrier_table=table)
+
+    def done(resp: Any) -> str:
+        return f"carrier table set: etag {resp.etag}, {len(resp.service_levels)} service levels"
+
+    return _call(args, lambda: stubs.network.SetCarrierTable(replace, timeout=args.timeout), done)
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -825,6 +886,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--line", action="append", required=True, help="SKU:QTY or SKU:QTY@NODE (repeatable)")
     p.add_argument("--ttl", type=int, default=900, help="hold time in seconds (default %(default)s)")
     p.add_argument("--partial", action="store_true", help="hold what is available")
+    p.add_argument("--ship-to", metavar="POSTAL", help="ship to this postal code: source by promise date")
+    p.add_argument("--pickup", metavar="STORE", help="collect at this store: its shelf first, then transfers")
+    p.add_argument("--service-level", help="carrier level to promise by (with --ship-to; default the first)")
+    p.add_argument("--split", action="store_true", help="let a line come from several nodes")
     p.set_defaults(func=cmd_reserve)
 
     for name, help_text, with_lines in (
@@ -892,6 +957,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--page-size", type=int, default=0, help="records per page (default 100)")
             p.add_argument("--page-token", help="next_page_token of the previous page")
             p.add_argument("--all", action="store_true", help="every page")
+
+    carriers = sub.add_parser(
+        "carriers", help="the carrier table: the one set over the API overrides serve --carriers"
+    )
+    carriers_sub = carriers.add_subparsers(dest="carriers_command", required=True)
+    for name, help_text in (
+        ("get", "print the table in force (YAML, as a --carriers file; --json: the API message)"),
+        ("set", "replace the whole table with a YAML or JSON file, for every engine process"),
+        ("reset", "drop the table set with 'set': the server's own applies again"),
+    ):
+        p = carriers_sub.add_parser(name, help=help_text)
+        p.add_argument("--target", default=DEFAULT_TARGET)
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--timeout", type=float, default=10.0)
+        p.set_defaults(func=cmd_carriers)
+        if name == "set":
+            p.add_argument("file", help="a carrier table (format in engine/core/carriers.py)")
+        if name != "get":
+            p.add_argument("--etag", help="only if the table in force still has this etag (from get)")
 
     client("nodes", "list nodes").set_defaults(func=cmd_nodes)
     client("channels", "list channels").set_defaults(func=cmd_channels)

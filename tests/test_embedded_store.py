@@ -35,6 +35,7 @@ from ledger_helpers import normalized_state
 from store_helpers import CALENDAR_NODE, T0, FakeClock, adjust, req, seed
 
 from engine.config import EmbeddedStoreConfig
+from engine.core.carriers import default_carriers, dump_carriers
 from engine.core.errors import (
     IdempotencyMismatch,
     OutOfStock,
@@ -54,6 +55,7 @@ from engine.core.types import (
     SupplyKind,
     SupplyOp,
 )
+from engine.store.base import CarrierRecord
 from engine.store.embedded import DataDirLocked, EmbeddedStore, RecoveryError
 from engine.store.journal import HEADER_SIZE, JournalCorruption, list_segments
 from engine.store.snapshot import list_snapshots, load_snapshot, publish_snapshot, write_snapshot_temp
@@ -330,6 +332,7 @@ CHILD = r"""
 import asyncio, sys
 from pathlib import Path
 from engine.config import EmbeddedStoreConfig
+from engine.core.carriers import default_carriers, dump_carriers
 from engine.core.types import Channel, LineRequest, Node, ReserveRequest, SupplyKind, SupplyOp
 from engine.store.embedded import EmbeddedStore
 
@@ -539,6 +542,31 @@ async def test_a_snapshot_from_before_future_supply_loads_with_an_empty_book(
     reopened = await open_store()
     assert (await reopened.list_inbound()).records == ()
     assert (await reopened.stock("sku-a", "dc1")).on_hand == 10
+
+
+async def test_a_snapshot_from_before_carrier_tables_and_capacity_loads_with_neither(
+    open_store: Opener, tmp_path: Path
+) -> None:
+    store = await open_store()
+    await seed(store)
+    await store.upsert_node(Node("dc1", NodeType.DC, daily_capacity=1))
+    await store.set_carrier_table(dump_carriers(default_carriers()))
+    await store.reserve(req("o-1", ("sku-a", 1, "dc1")))
+    await store.commit("o-1")
+    seq = await store.snapshot()
+    await store.close()
+    # As an engine without either wrote it: no "carriers" nor "released" key.
+    [(found_seq, path)] = list_snapshots(tmp_path / "data")
+    assert found_seq == seq
+    document = load_snapshot(path)
+    assert document["carriers"]["version"] == 1 and document["released"] == [["dc1", "2033-05-18", 1]]
+    del document["carriers"], document["released"]
+    publish_snapshot(write_snapshot_temp(tmp_path / "data", found_seq, document))
+
+    reopened = await open_store()
+    assert await reopened.carrier_table() == CarrierRecord()  # the server's table applies
+    assert await reopened.released([("dc1", "2033-05-18")]) == [0]
+    assert (await reopened.get_reservation("o-1")).state == ReservationState.COMMITTED
 
 
 async def test_snapshot_plus_journal_recovers_the_identical_state(open_store: Opener) -> None:

@@ -91,7 +91,7 @@ class LedgerDifferential(RuleBasedStateMachine):
         # Time of the latest mutation: every mutation first expires what is due,
         # so no hold may still be live past it.
         self.synced = 0.0
-        self.requests: dict[str, tuple[str, list[tuple[str, int, str | None]], float, bool]] = {}
+        self.requests: dict[str, tuple[str, list[tuple[str, int, str | None]], float, bool, str | None]] = {}
         self.events: dict[str, SupplyOp] = {}
         self.terminal: dict[str, Any] = {}
         self.counter = 0
@@ -269,17 +269,33 @@ class LedgerDifferential(RuleBasedStateMachine):
         lines = data.draw(
             st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 6), node), min_size=1, max_size=4)
         )
-        self.do_reserve(self.fresh_id(), channel, lines, ttl, allow_partial)
+        # Promise-driven sourcing, sometimes: explicit candidates per line (any
+        # order, with repeats, foreign and unknown nodes the ledgers must skip),
+        # no-split, and a fulfillment context kept for replays.
+        candidates, whole, context = None, False, None
+        if data.draw(st.integers(0, 2)) == 0:
+            ranked = st.one_of(
+                st.none(),
+                st.lists(st.sampled_from([*NODES, UNKNOWN_NODE]), max_size=5).map(tuple),
+                st.permutations(list(eligible)).map(tuple) if eligible else st.none(),
+            )
+            candidates = data.draw(st.lists(ranked, min_size=len(lines), max_size=len(lines)))
+            whole = data.draw(st.booleans())
+            context = data.draw(st.sampled_from([None, "ship|10001", "pickup|store-1"]))
+        self.do_reserve(self.fresh_id(), channel, lines, ttl, allow_partial, candidates, whole, context)
 
     @rule(data=st.data())
     def replay_reserve(self, data: st.DataObject) -> None:
         if not self.requests:
             return
         rid = data.draw(st.sampled_from(self.known_ids()))
-        channel, lines, ttl, allow_partial = self.requests[rid]
+        channel, lines, ttl, allow_partial, context = self.requests[rid]
         change = data.draw(
-            st.sampled_from(["same", "same", "quantity", "ttl", "partial", "channel", "extra-line"])
+            st.sampled_from(
+                ["same", "same", "quantity", "ttl", "partial", "channel", "extra-line", "context", "ranked"]
+            )
         )
+        candidates: list[tuple[str, ...] | None] | None = None
         if change == "quantity":
             lines = [(lines[0][0], lines[0][1] + 1, lines[0][2]), *lines[1:]]
         elif change == "ttl":
@@ -290,7 +306,13 @@ class LedgerDifferential(RuleBasedStateMachine):
             channel = "pos" if channel != "pos" else "web"
         elif change == "extra-line":
             lines = [*lines, ("A", 1, None)]
-        self.do_reserve(rid, channel, lines, ttl, allow_partial)
+        elif change == "context":
+            context = "ship|94105" if context != "ship|94105" else None
+        elif change == "ranked":
+            # Other candidates are no other request: a replay does not source again.
+            candidates = [tuple(reversed(NODES))] * len(lines)
+        whole = data.draw(st.booleans())
+        self.do_reserve(rid, channel, lines, ttl, allow_partial, candidates, whole, context)
 
     def do_reserve(
         self,
@@ -299,6 +321,9 @@ class LedgerDifferential(RuleBasedStateMachine):
         lines: list[tuple[str, int, str | None]],
         ttl: float,
         allow_partial: bool,
+        candidates: list[tuple[str, ...] | None] | None = None,
+        whole: bool = False,
+        context: str | None = None,
     ) -> None:
         existed = self.ref.has_reservation(rid)
         ledgers = (self.ref, self.cand)
@@ -307,13 +332,30 @@ class LedgerDifferential(RuleBasedStateMachine):
             zip(self.channel_nodes.get(channel, ()), self.channel_rules.get(channel) or (), strict=False)
         )
         now = self.now
-        kind, _ = self.mutate(lambda ledger: ledger.reserve(rid, channel, lines, ttl, allow_partial, now))
-        if kind == "ok" and not existed:
-            self.requests[rid] = (channel, lines, ttl, allow_partial)  # the body the ledger stored
+        if candidates is None and not whole and context is None:
+            # The plain call, exactly as every caller made it before promise-driven sourcing.
+            kind, _ = self.mutate(lambda ledger: ledger.reserve(rid, channel, lines, ttl, allow_partial, now))
         else:
-            self.requests.setdefault(rid, (channel, lines, ttl, allow_partial))
+            kind, _ = self.mutate(
+                lambda ledger: ledger.reserve(
+                    rid, channel, lines, ttl, allow_partial, now, candidates, whole, context
+                )
+            )
+        body = (channel, lines, ttl, allow_partial, context)
+        if kind == "ok" and not existed:
+            self.requests[rid] = body  # the body the ledger stored
+        else:
+            self.requests.setdefault(rid, body)
         if kind != "ok" or existed:
             return
+        for ledger in ledgers:
+            for index, line in enumerate(ledger.get_reservation(rid).lines):
+                if whole and line.allocations:
+                    # No split: one node took the whole line.
+                    assert [a.quantity for a in line.allocations] == [line.requested]
+                ranked = candidates[index] if candidates is not None else None
+                if line.requested_node is None and ranked is not None:
+                    assert {a.node for a in line.allocations} <= set(ranked)
         # A new hold never pushes a row's ATP below zero (unless it was already).
         for ledger, before in zip(ledgers, atp_before, strict=True):
             for line in ledger.get_reservation(rid).lines:

@@ -816,3 +816,36 @@ async def test_the_sweeper_reports_how_late_it_returns_expired_holds(open_store:
     # A process without the lease reports no lag of its own (the holder does).
     other = await open_store(clock=clock)
     assert not other.stats.sweeper_lease and other.expiry_lag_s == 0.0
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_keys_py_names_the_carrier_table_and_capacity_keys_the_scripts_write(
+    open_store: Opener,
+) -> None:
+    from engine.core.capacity import CAPACITY_RETENTION_DAYS, local_day
+    from engine.core.carriers import default_carriers, dump_carriers
+
+    store = await open_store()
+    await seed(store)
+    keys, client = store.keys, store.client
+    net_version = int(await client.hget(keys.net, "ver"))
+    await store.set_carrier_table(dump_carriers(default_carriers()))
+    # The table has a key of its own in the network's slot; the network's
+    # version moved (every process reloads) and names the table's.
+    assert key_slot(keys.net) == key_slot(keys.carriers[1 : keys.carriers.index("}")])
+    assert await client.hget(keys.carriers, "v") == "1" == await client.hget(keys.net, "cv")
+    assert await client.hget(keys.carriers, "doc")
+    assert int(await client.hget(keys.net, "ver")) == net_version + 1
+
+    await store.upsert_node(Node("dc1", NodeType.DC, "DC one", daily_capacity=3))
+    await store.reserve(req("cap-1", ("sku-a", 1, "dc1")))
+    await store.commit("cap-1")
+    day_key = keys.capacity_day("dc1", local_day("UTC", T0))
+    assert await client.get(day_key) == "1"
+    assert await client.get(keys.capacity_marker("cap-1")) == "1"
+    ttl = CAPACITY_RETENTION_DAYS * 86_400
+    assert ttl - 5 < await client.ttl(day_key) <= ttl
+    assert {key_slot("cap")} == {
+        key_slot(k[k.index("{") + 1 : k.index("}")]) for k in (day_key, keys.capacity_marker("cap-1"))
+    }

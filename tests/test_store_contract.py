@@ -30,10 +30,14 @@ from store_helpers import (
     req,
     reserved_total,
     seed,
+    store_params,
 )
 
+from engine.core.capacity import local_day
+from engine.core.carriers import default_carriers, dump_carriers
 from engine.core.errors import (
     EngineError,
+    EtagMismatch,
     IdempotencyMismatch,
     IllegalTransition,
     InvalidArgument,
@@ -57,7 +61,7 @@ from engine.core.types import (
     SupplyKind,
     SupplyOp,
 )
-from engine.store.base import Store
+from engine.store.base import CarrierRecord, Store
 
 pytestmark = pytest.mark.asyncio
 
@@ -540,3 +544,72 @@ async def test_inbound_supply_survives_a_new_store(make_store: StoreMaker) -> No
     assert len(before) == 6 and po("po-03", "sku-b", "dc1", 40, T0 + 0.125) in before
     # Re-sending what is stored is still recognised as unchanged.
     assert await again.upsert_inbound(before) == [InboundOutcome.UNCHANGED] * 6
+
+
+# ============================================== carrier table, daily capacity
+
+
+async def test_a_carrier_table_is_set_versioned_and_reset(make_store: StoreMaker) -> None:
+    store = await make_store()
+    assert await store.carrier_table() == CarrierRecord()  # none set: the server's applies
+    sample = dump_carriers(default_carriers())
+    first = await store.set_carrier_table(sample, expected_version=0)
+    assert (first.document, first.version, first.updated_at) == (sample, 1, T0)
+    assert await store.set_carrier_table(sample) == first, "the same table again writes nothing"
+    with pytest.raises(EtagMismatch):
+        await store.set_carrier_table({**sample, "transfer_service": None}, expected_version=0)
+    assert await store.carrier_table() == first
+    reset = await store.set_carrier_table(None, expected_version=1)
+    assert (reset.document, reset.version) == (None, 2), "a reset is a version too"
+    again = await store.set_carrier_table(sample)
+    assert again.version == 3
+    await store.close()
+
+    reopened = await make_store()
+    assert await reopened.carrier_table() == again
+
+
+# Redis kinds only: one process owns an embedded store.
+@pytest.mark.parametrize("store_kind", store_params("redis", "cluster"))
+async def test_a_carrier_table_reaches_every_process_at_once(
+    make_store: StoreMaker, store_kind: str
+) -> None:
+    one, two = await make_store(), await make_store()
+    assert (await two.carrier_table()).version == 0
+    record = await one.set_carrier_table(dump_carriers(default_carriers()))
+    assert await two.carrier_table() == record
+    assert (await two.set_carrier_table(None)).version == 2
+    assert await one.carrier_table() == CarrierRecord(None, 2, T0)
+
+
+async def test_capacity_counts_each_committed_order_once_per_node_and_local_day(
+    make_store: StoreMaker,
+) -> None:
+    store = await make_store()
+    await seed(store)
+    # dc1 counts, on its own local day (Auckland's, a day ahead of Los Angeles'
+    # at T0); dc2 has no capacity.
+    dc1 = Node("dc1", NodeType.DC, "DC one", time_zone="Pacific/Auckland", daily_capacity=5)
+    await store.upsert_node(dc1)
+    today = local_day("Pacific/Auckland", T0)
+    assert today != local_day("America/Los_Angeles", T0)
+    await store.reserve(req("split", ("sku-a", 15)))  # dc1 10 + dc2 5
+    assert await store.released([("dc1", today)]) == [0], "a hold is not an order"
+    await store.commit("split")
+    await store.commit("split")  # a retried commit
+    assert await store.released([("dc1", today), ("dc2", today), ("dc1", "2000-01-01")]) == [1, 0, 0]
+    # A line released before the commit ships nothing from its node.
+    await store.apply_supply([adjust("sku-a", "dc1", 5), adjust("sku-b", "dc2", 5)])
+    await store.reserve(req("two", ("sku-b", 1, "dc2"), ("sku-a", 1, "dc1")))
+    await store.release("two", [1])
+    await store.commit("two")
+    assert await store.released([("dc1", today)]) == [1]
+    await store.reserve(req("three", ("sku-a", 2, "dc1")))
+    await store.commit("three")
+    assert await store.released([("dc1", today)]) == [2]
+    await store.close()
+
+    reopened = await make_store()
+    assert await reopened.released([("dc1", today)]) == [2]
+    await reopened.commit("three")
+    assert await reopened.released([("dc1", today)]) == [2]

@@ -243,6 +243,10 @@ cdef class FastLedger:
 
     # --- supply idempotency: event id -> fingerprint tuple (cold path, Python is fine)
     cdef dict _events
+    # --- reservation id -> fulfillment context, only for reservations made with
+    # one (promise-driven sourcing): a dict beside the records keeps ResHead at
+    # 64 bytes and costs a plain reserve nothing while it is empty.
+    cdef dict _contexts
 
     # --- scratch buffers reused across calls
     cdef PlanLine* _plan
@@ -261,6 +265,10 @@ cdef class FastLedger:
     cdef Py_ssize_t _due_cap
     cdef Py_ssize_t* _idx_buf
     cdef Py_ssize_t _idx_cap
+    cdef int32_t* _cand_buf       # one line's explicit candidates, filtered (see _candidate_nodes)
+    cdef Py_ssize_t _cand_cap
+    cdef uint8_t* _cand_mark      # node number -> 1 while listed in _cand_buf (all 0 between calls)
+    cdef Py_ssize_t _cand_mark_cap
 
     # --- lifecycle
     cdef int _init_storage(self) except -1
@@ -303,12 +311,14 @@ cdef class FastLedger:
                                  LineRec* lines, Py_ssize_t n_lines, AllocRec* allocs,
                                  Py_ssize_t n_allocs, bint held, int32_t ch) except? 0xFFFFFFFF
     cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
-                     Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch) except -1
+                     Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch, bint whole) except -1
+    cdef Py_ssize_t _candidate_nodes(self, object ranked, uint8_t* elig, Py_ssize_t n_elig) except -1
     cdef int _rollback_holds(self) noexcept
     cdef void _prefetch_rows(self, Py_ssize_t n) noexcept
     cdef Py_ssize_t _plan_request(self, object lines, Py_ssize_t ch) except -1
     cdef object _reserve_new(self, object reservation_id, Py_hash_t h, object channel, Py_ssize_t ch,
-                             object lines, Py_ssize_t n, double ttl_s, bint allow_partial, double now)
+                             object lines, Py_ssize_t n, double ttl_s, bint allow_partial, double now,
+                             object candidates, bint whole)
     cdef bint _same_request(self, ResHead* head, object channel, object lines, double ttl_s,
                             bint allow_partial) except -1
     cdef Py_ssize_t _select(self, ResHead* head, object line_indexes) except -1

@@ -54,6 +54,9 @@ class FastLedger:
         ttl_s: float,
         allow_partial: bool,
         now: float,
+        candidates: Sequence[Sequence[str] | None] | None = None,
+        whole_lines: bool = False,
+        context: str | None = None,
     ) -> int: ...
     def commit(self, reservation_id: str, now: float) -> int: ...
     def release(self, reservation_id: str, line_indexes: Sequence[int] | None, now: float) -> int: ...

@@ -774,6 +774,11 @@ cdef class FastLedger:
         self._free_node = <int32_t*>_realloc(NULL, 16 * sizeof(int32_t))
         self._due = <HeapEntry*>_grow(NULL, &self._due_cap, 64, sizeof(HeapEntry))
         self._idx_buf = <Py_ssize_t*>_grow(NULL, &self._idx_cap, 16, sizeof(Py_ssize_t))
+        self._contexts = {}
+        self._cand_buf = NULL
+        self._cand_cap = 0
+        self._cand_mark = NULL
+        self._cand_mark_cap = 0
         return 0
 
     cdef void _free_storage(self) noexcept:
@@ -826,6 +831,11 @@ cdef class FastLedger:
         PyMem_RawFree(self._free_node)
         PyMem_RawFree(self._due)
         PyMem_RawFree(self._idx_buf)
+        PyMem_RawFree(self._cand_buf)
+        PyMem_RawFree(self._cand_mark)
+        self._cand_buf = NULL
+        self._cand_mark = NULL
+        self._cand_cap = self._cand_mark_cap = 0
         self._pages = NULL
         self._page_blocks = NULL
         self._ch_nodes = NULL
@@ -1681,9 +1691,10 @@ cdef class FastLedger:
         self._live_exp[head.seq] = head.expires_at if _any_held(head) else NAN
 
     cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
-                     Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch) except -1:
+                     Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch, bint whole) except -1:
         """Deterministic sourcing, as the reference's ``_source``: the first
-        candidate covering the whole line, else greedy in priority order.
+        candidate covering the whole line, else (unless ``whole``) greedy in
+        candidate order.
 
         Holds are added to ``reserved`` as they are planned, which is what the
         reference's ``taken`` map subtracts for later lines of the same request;
@@ -1741,6 +1752,8 @@ cdef class FastLedger:
                 # candidate's slot at once rather than one miss at a time.
                 for j in range(1, count):
                     fastledger_prefetch(&self._row_slots[fastledger_row_hkey(h, candidates[j]) & self._row_mask])
+        if whole:
+            return 0  # no single node covers the line, and it may not split
         remaining = quantity
         for c in range(nfree):
             take = self._free_atp[c] if self._free_atp[c] < remaining else remaining
@@ -1757,6 +1770,38 @@ cdef class FastLedger:
             if remaining == 0:
                 break
         return 0
+
+    cdef Py_ssize_t _candidate_nodes(self, object ranked, uint8_t* elig, Py_ssize_t n_elig) except -1:
+        """One line's explicit candidates as node numbers in ``_cand_buf``, in
+        their order, without nodes the channel does not sell from (``elig``)
+        nor repeats, as the reference's ``usable_candidates``. Returns how many."""
+        cdef Py_ssize_t n = 0, i, m = len(ranked)
+        cdef Py_ssize_t n_nodes = self._node_t.n
+        cdef int32_t nid
+        if m > self._cand_cap:
+            self._cand_buf = <int32_t*>_grow(self._cand_buf, &self._cand_cap, m, sizeof(int32_t))
+        if n_nodes > self._cand_mark_cap:
+            self._cand_mark = <uint8_t*>_realloc(self._cand_mark, n_nodes * sizeof(uint8_t))
+            memset(self._cand_mark + self._cand_mark_cap, 0, n_nodes - self._cand_mark_cap)
+            self._cand_mark_cap = n_nodes
+        try:
+            for node in ranked:
+                if n >= m:
+                    break  # a sequence that grew while being read: keep what fits
+                if not PyUnicode_CheckExact(node):
+                    continue  # never an eligible node's id
+                nid = _st_lookup(&self._node_t, node)
+                if nid < 0 or nid >= n_elig or not elig[nid] or self._cand_mark[nid]:
+                    continue
+                self._cand_mark[nid] = 1
+                self._cand_buf[n] = nid
+                n += 1
+        finally:
+            for i in range(n):
+                self._cand_mark[self._cand_buf[i]] = 0
+        if n > self._free_cap:
+            self._grow_free(n)
+        return n
 
     cdef int _rollback_holds(self) noexcept:
         cdef Py_ssize_t k
@@ -1841,8 +1886,12 @@ cdef class FastLedger:
             pl.parsed = 1
         return n
 
-    def reserve(self, reservation_id, channel, lines, double ttl_s, bint allow_partial, double now):
-        """Hold stock for every line (all or nothing unless ``allow_partial``)."""
+    def reserve(self, reservation_id, channel, lines, double ttl_s, bint allow_partial, double now,
+                candidates=None, bint whole_lines=False, context=None):
+        """Hold stock for every line (all or nothing unless ``allow_partial``).
+
+        ``candidates``, ``whole_lines``, ``context``: promise-driven sourcing,
+        as the reference's ``reserve`` documents them."""
         cdef Py_hash_t h = fastledger_hash(reservation_id)
         cdef uint64_t ck[2]
         cdef Py_ssize_t ch = -2, n = -1
@@ -1866,7 +1915,11 @@ cdef class FastLedger:
         handle = self._res_lookup(reservation_id, h)
         if handle >= 0:
             head = self._head(<uint32_t>handle)
-            if not self._same_request(head, channel, lines, ttl_s, allow_partial):
+            if not self._same_request(head, channel, lines, ttl_s, allow_partial) or (
+                # Only reservations made with a context are in the dict: while it
+                # is empty, a plain replay pays one test here.
+                (context is not None or self._contexts) and self._contexts.get(reservation_id) != context
+            ):
                 raise _error(
                     IdempotencyMismatch,
                     f"reservation {reservation_id!r} exists with a different request",
@@ -1881,9 +1934,18 @@ cdef class FastLedger:
                 n = self._plan_request(lines, ch)
         if ch < 0:
             raise UnknownChannel(channel)
-        error = self._reserve_new(reservation_id, h, channel, ch, lines, n, ttl_s, allow_partial, now)
+        if candidates is not None and len(candidates) != len(lines):
+            raise InvalidArgument(
+                "give one candidate list per line",
+                (FieldViolation("candidates", f"{len(candidates)} candidate lists for {len(lines)} lines"),),
+            )
+        error = self._reserve_new(
+            reservation_id, h, channel, ch, lines, n, ttl_s, allow_partial, now, candidates, whole_lines
+        )
         if error is not None:
             raise error
+        if context is not None:
+            self._contexts[reservation_id] = context
         return _state(RS_HELD)
 
     cdef bint _same_request(self, ResHead* head, object channel, object lines, double ttl_s,
@@ -1907,10 +1969,13 @@ cdef class FastLedger:
         return True
 
     cdef object _reserve_new(self, object reservation_id, Py_hash_t h, object channel, Py_ssize_t ch,
-                             object lines, Py_ssize_t n, double ttl_s, bint allow_partial, double now):
+                             object lines, Py_ssize_t n, double ttl_s, bint allow_partial, double now,
+                             object candidates, bint whole):
         """Plan, check and record a new reservation (``lines`` planned by
         ``_plan_request``, ``n`` its result). Returns None, or the domain error
-        to raise: the caller raises it (see the module docstring)."""
+        to raise: the caller raises it (see the module docstring).
+        ``candidates`` (None, or one node tuple or None per line) and ``whole``:
+        promise-driven sourcing (see ``reserve``)."""
         cdef Py_ssize_t li, k, ncand, n_short = 0
         cdef int32_t sku_idx, nid
         cdef int32_t* cand
@@ -1962,9 +2027,12 @@ cdef class FastLedger:
                         return NodeNotEligible(<object>pl.node, channel, field=f"lines[{li}].node")
                     cand = &pl.nidx
                     ncand = 1
-                else:
+                elif candidates is None or candidates[li] is None:
                     cand = eligible
                     ncand = n_eligible
+                else:
+                    ncand = self._candidate_nodes(candidates[li], elig, n_elig)
+                    cand = self._cand_buf
                 if not pl.parsed:
                     pl.hash = fastledger_hash_ptr(pl.sku)
                     fastledger_key16_ptr(pl.sku, pl.key)
@@ -1975,7 +2043,7 @@ cdef class FastLedger:
                     )
                 line = &self._plan_lines[li]
                 line.alloc_first = <int32_t>self._n_plan_allocs
-                self._source(pl, quantity, cand, ncand, &allocated, rules, track_ch)
+                self._source(pl, quantity, cand, ncand, &allocated, rules, track_ch, whole)
                 line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
                 if line.alloc_count > 0:
                     # Every allocation is a row of this SKU: it names the SKU's number.
@@ -2800,6 +2868,7 @@ cdef class FastLedger:
             "rows": rows,
             "reservations": reservations,
             "events": {e: list(fp) for e, fp in self._events.items()},
+            "contexts": dict(self._contexts),
             # channel_used is not stored: it is derived from the reservations on load.
             "channel_rules": {
                 c: [[n, kind, value] for n, (kind, value) in rules.items()] for c, rules in self._rules.items()
@@ -2886,6 +2955,8 @@ cdef class FastLedger:
             handle = <uint32_t>self._res_lookup(rid, fastledger_hash(rid))
             self._heap_push(expires_at, handle, self._head(handle).seq)
         self._events = {e: tuple(fp) for e, fp in state["events"].items()}
+        contexts = state.get("contexts", {})  # absent in images written before promise-driven sourcing
+        self._contexts = {rid: contexts[rid] for rid in records if contexts.get(rid) is not None}
         for channel in sorted(self._tracked):
             self._recount_channel(<int32_t>_st_lookup(&self._ch_t, channel))
 

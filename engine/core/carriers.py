@@ -64,6 +64,7 @@ __all__ = [
     "MAX_TRANSIT_DAYS",
     "ServiceLevel",
     "default_carriers",
+    "dump_carriers",
     "load_carriers",
     "loads_carriers",
     "parse_carriers",
@@ -190,6 +191,36 @@ def default_carriers() -> CarrierTable:
     """The sample table shipped for the demo network (``engine/data/carriers.yaml``)."""
     text = resources.files("engine").joinpath("data/carriers.yaml").read_text(encoding="utf-8")
     return loads_carriers(text, source="engine/data/carriers.yaml")
+
+
+def dump_carriers(table: CarrierTable) -> dict[str, Any]:
+    """The document of a table (plain JSON values): ``parse_carriers`` of it gives
+    the same table. What the stores persist for a table set over the API, and
+    what ``inventory-engine carriers get`` prints."""
+    prefixes: dict[str, list[str]] = {region: [] for region in table.regions}
+    for prefix, region in table.postal_regions:
+        prefixes[region].append(prefix)
+    document: dict[str, Any] = {"version": 1, "regions": prefixes}
+    if table.postal_centroids:
+        document["postal_centroids"] = {p: [lat, lon] for p, lat, lon in table.postal_centroids}
+    if table.transfer_service is not None:
+        document["transfer_service"] = table.transfer_service
+    levels: list[dict[str, Any]] = []
+    for level in table.service_levels:
+        spec: dict[str, Any] = {"name": level.name, "delivery_days": list(level.delivery_weekdays)}
+        if level.transit:
+            spec["transit"] = [{"from": o, "to": d, "days": days} for o, d, days in level.transit]
+        if level.distance_bands:
+            spec["distance_bands"] = [{"max_km": b.max_km, "days": b.days} for b in level.distance_bands]
+        if level.default_days is not None:
+            spec["default_days"] = level.default_days
+        if level.internal:
+            spec["internal"] = True
+        if level.description:
+            spec["description"] = level.description
+        levels.append(spec)
+    document["service_levels"] = levels
+    return document
 
 
 def parse_carriers(data: Any, *, source: str = "carriers") -> CarrierTable:

@@ -16,6 +16,7 @@ servicer maps the class to a gRPC status code and the reason to ErrorInfo)::
     ├── IllegalTransition      FAILED_PRECONDITION  RESERVATION_EXPIRED, RESERVATION_RELEASED, ...
     ├── StockRejected          FAILED_PRECONDITION  NEGATIVE_ON_HAND, ON_HAND_LIMIT
     ├── IdempotencyMismatch    ALREADY_EXISTS       same id, different body; nothing changed
+    ├── EtagMismatch           ABORTED              a write based on a version that changed since
     └── StoreUnavailable       UNAVAILABLE          no effect happened; retry with the same id
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "EngineError",
+    "EtagMismatch",
     "FieldViolation",
     "IdempotencyMismatch",
     "IllegalTransition",
@@ -137,6 +139,12 @@ class StockRejected(EngineError):
 
 class IdempotencyMismatch(EngineError):
     reason = "IDEMPOTENCY_MISMATCH"
+
+
+class EtagMismatch(EngineError):
+    """An optimistic-concurrency write (AIP-154) named a version that is no longer current."""
+
+    reason = "ETAG_MISMATCH"
 
 
 class StoreUnavailable(EngineError):

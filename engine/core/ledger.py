@@ -53,6 +53,7 @@ __all__ = [
     "STATE_FORMAT",
     "check_channel_rules",
     "row_violations",
+    "usable_candidates",
     "usage_violations",
 ]
 
@@ -159,7 +160,7 @@ class _Line:
 
 
 class _Reservation:
-    __slots__ = ("id", "channel", "ttl_s", "allow_partial", "created_at", "expires_at", "lines")
+    __slots__ = ("id", "channel", "ttl_s", "allow_partial", "created_at", "expires_at", "lines", "context")
 
     def __init__(
         self,
@@ -170,6 +171,7 @@ class _Reservation:
         created_at: float,
         expires_at: float,
         lines: list[_Line],
+        context: str | None = None,
     ) -> None:
         self.id = id
         self.channel = channel
@@ -178,6 +180,7 @@ class _Reservation:
         self.created_at = created_at
         self.expires_at = expires_at
         self.lines = lines
+        self.context = context
 
     def state(self) -> ReservationState:
         return aggregate_state([line.state for line in self.lines])
@@ -448,22 +451,43 @@ class PureLedger:
         ttl_s: float,
         allow_partial: bool,
         now: float,
+        candidates: Sequence[Sequence[str] | None] | None = None,
+        whole_lines: bool = False,
+        context: str | None = None,
     ) -> int:
         """Hold stock for every line (all or nothing unless ``allow_partial``).
 
         Returns the reservation's state. Replaying the same request returns the
         stored reservation's current state; the same id with another body raises
         IdempotencyMismatch.
+
+        Promise-driven sourcing (a request with a fulfillment context): each
+        line without a node takes its nodes from ``candidates[i]`` (an ordered
+        tuple, ranked by the caller) instead of the channel's priority order; a
+        ``None`` entry keeps the channel's order. Candidates the channel does
+        not sell from (it may have been redefined since the caller ranked
+        them) and repeats are skipped, so no node is counted twice.
+        ``whole_lines``: a line is taken whole by one node or not at all (no
+        split, and no partial line either). ``context`` is an opaque text
+        (the canonical fulfillment context) kept with the reservation and
+        compared on a replay like the rest of the body; the candidates are
+        not: they depend on the stock at the time, and a replay returns the
+        stored result without sourcing again.
         """
         self.expire_due(now)
         existing = self._reservations.get(reservation_id)
         if existing is not None:
-            if not self._same_request(existing, channel, lines, ttl_s, allow_partial):
+            if not self._same_request(existing, channel, lines, ttl_s, allow_partial, context):
                 raise IdempotencyMismatch(f"reservation {reservation_id!r} exists with a different request")
             return existing.state()
         eligible = self._channels.get(channel)
         if eligible is None:
             raise UnknownChannel(channel)
+        if candidates is not None and len(candidates) != len(lines):
+            raise InvalidArgument(
+                "give one candidate list per line",
+                (FieldViolation("candidates", f"{len(candidates)} candidate lists for {len(lines)} lines"),),
+            )
 
         taken: dict[tuple[str, str], int] = {}
         planned: list[tuple[str, int, str | None, list[tuple[str, int]]]] = []
@@ -474,10 +498,12 @@ class PureLedger:
                     raise UnknownNode(node, field=f"lines[{index}].node")
                 if node not in eligible:
                     raise NodeNotEligible(node, channel, field=f"lines[{index}].node")
-                candidates: Sequence[str] = (node,)
+                nodes: Sequence[str] = (node,)
+            elif candidates is not None and (ranked := candidates[index]) is not None:
+                nodes = usable_candidates(ranked, eligible)
             else:
-                candidates = eligible
-            allocations = self._source(sku, quantity, candidates, taken, channel)
+                nodes = eligible
+            allocations = self._source(sku, quantity, nodes, taken, channel, whole_lines)
             allocated = sum(q for _, q in allocations)
             if allocated < quantity:
                 shortfalls.append(Shortfall(index, sku, quantity, allocated))
@@ -501,7 +527,7 @@ class PureLedger:
             state = HELD if allocations else RELEASED
             new_lines.append(_Line(sku, quantity, node, allocations, state))
         self._reservations[reservation_id] = _Reservation(
-            reservation_id, channel, ttl_s, allow_partial, now, expires_at, new_lines
+            reservation_id, channel, ttl_s, allow_partial, now, expires_at, new_lines, context
         )
         heapq.heappush(self._expiry, (expires_at, reservation_id))
         return HELD
@@ -857,6 +883,8 @@ class PureLedger:
                 for r in self._reservations.values()
             ],
             "events": {e: list(fp) for e, fp in self._events.items()},
+            # The fulfillment context of each reservation made with one (compared on replay).
+            "contexts": {r.id: r.context for r in self._reservations.values() if r.context is not None},
             # channel_used is not stored: it is derived from the reservations on load.
             "channel_rules": {
                 c: [[n, kind, value] for n, (kind, value) in rules.items()]
@@ -880,6 +908,7 @@ class PureLedger:
             )
         for sku, node, *row in state["rows"]:
             self._rows[(sku, node)] = [int(v) for v in row]
+        contexts = state.get("contexts", {})  # absent in images written before promise-driven sourcing
         for rid, channel, ttl_s, allow_partial, created_at, expires_at, lines in state["reservations"]:
             res = _Reservation(
                 rid,
@@ -892,6 +921,7 @@ class PureLedger:
                     _Line(sku, qty, node, [(n, q) for n, q in allocs], ReservationState(st))
                     for sku, qty, node, allocs, st in lines
                 ],
+                contexts.get(rid),
             )
             self._reservations[rid] = res
             if res.state() == HELD:
@@ -914,11 +944,13 @@ class PureLedger:
         candidates: Sequence[str],
         taken: dict[tuple[str, str], int],
         channel: str,
+        whole: bool = False,
     ) -> list[tuple[str, int]]:
         """Deterministic sourcing: the first candidate that covers the whole line,
-        else fill greedily across candidates in priority order. What a node can
-        give is its ATP, or the channel's allowance where the channel has a rule
-        there (``taken`` by this request counts as the channel's, for both)."""
+        else (unless ``whole``) fill greedily across candidates in their order.
+        What a node can give is its ATP, or the channel's allowance where the
+        channel has a rule there (``taken`` by this request counts as the
+        channel's, for both)."""
         free: list[tuple[str, int]] = []
         rules = self._rules.get(channel)
         for node in candidates:
@@ -939,6 +971,8 @@ class PureLedger:
             if atp >= quantity:
                 return [(node, quantity)]
             free.append((node, atp))
+        if whole:
+            return []
         allocations: list[tuple[str, int]] = []
         remaining = quantity
         for node, atp in free:
@@ -977,8 +1011,11 @@ class PureLedger:
         lines: Sequence[tuple[str, int, str | None]],
         ttl_s: float,
         allow_partial: bool,
+        context: str | None,
     ) -> bool:
         if res.channel != channel or res.ttl_s != ttl_s or res.allow_partial != allow_partial:
+            return False
+        if res.context != context:
             return False
         if len(res.lines) != len(lines):
             return False
@@ -1014,6 +1051,15 @@ class PureLedger:
                 )
             seen.add(node)
         return nodes
+
+
+def usable_candidates(candidates: Sequence[str], eligible: Sequence[str]) -> list[str]:
+    """A line's candidates in order, without nodes the channel does not sell from, nor repeats."""
+    out: list[str] = []
+    for node in candidates:
+        if node in eligible and node not in out:
+            out.append(node)
+    return out
 
 
 def _illegal(reservation_id: str, state: int, wanted: str | None = None) -> IllegalTransition:

@@ -33,6 +33,7 @@ Requests are trusted, like the ledger's: the servicer runs
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -60,6 +61,9 @@ __all__ = [
     "AtpSource",
     "EndlessAisle",
     "LineOption",
+    "NodePromise",
+    "ReserveFulfillment",
+    "ReserveRanking",
     "LineQuote",
     "Promiser",
     "Quote",
@@ -70,6 +74,7 @@ __all__ = [
     "SupplySource",
     "validate_find_in_stores",
     "validate_quote",
+    "validate_reserve_fulfillment",
 ]
 
 # ATP by node for one SKU, as the channel may take it.
@@ -183,6 +188,65 @@ class Quote:
         return len(nodes)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveFulfillment:
+    """How the shopper gets a reservation's lines (ReserveRequest.fulfillment).
+
+    The fields mean what :class:`QuoteRequest`'s mean, for one method and one
+    service level (None: the carriers' first customer level).
+    """
+
+    method: FulfillmentMethod
+    destination: Destination | None = None
+    pickup_store: str | None = None
+    service_level: str | None = None
+    allow_split: bool = False
+
+    def key(self) -> str:
+        """Canonical text of the context, stored with the reservation and
+        compared on a replay: another destination is another request."""
+        d = self.destination
+        return json.dumps(
+            [
+                int(self.method),
+                None if d is None else [d.postal_code, d.latitude, d.longitude, d.region],
+                self.pickup_store,
+                self.service_level,
+                bool(self.allow_split),
+            ],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+
+class NodePromise(NamedTuple):
+    """When units of a reservation allocated at one node reach the shopper."""
+
+    promise_date: date  # delivery date (SHIP), or the pickup store's local date when ready (PICKUP)
+    ready_at: datetime | None  # PICKUP: when ready at the pickup store (its time zone)
+    source: SupplySource  # STOCK, or TRANSFER to the pickup store
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRanking:
+    """What promise-driven sourcing of a Reserve decided before the hold.
+
+    ``candidates``: per line, the nodes to take it from in order, or None for
+    a line that names its node. ``promises``: the promise of units at each
+    node that may be chosen (the candidates and the named nodes), so the
+    allocations the store actually made can be dated without asking again.
+    """
+
+    method: FulfillmentMethod
+    service_level: str | None
+    candidates: tuple[tuple[str, ...] | None, ...]
+    promises: Mapping[str, NodePromise]
+    time_zone: str | None = None  # PICKUP: the pickup store's
+
+    def promise(self, node: str) -> NodePromise | None:
+        return self.promises.get(node)
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStock:
     node: str
@@ -271,6 +335,37 @@ def validate_quote(request: QuoteRequest, network: Network) -> None:
         first = v[0]
         more = f" (and {len(v) - 1} more)" if len(v) > 1 else ""
         raise InvalidArgument(f"{first.field} {first.description}{more}", tuple(v))
+
+
+def validate_reserve_fulfillment(
+    fulfillment: ReserveFulfillment, lines: Sequence[LineRequest], network: Network
+) -> None:
+    """Check a Reserve's fulfillment context at the edge (as :func:`validate_quote`
+    checks a quote's), its fields named under ``fulfillment``; one
+    InvalidArgument lists every problem."""
+    method = fulfillment.method
+    request = QuoteRequest(
+        lines=tuple(QuoteLine(line.sku, line.quantity) for line in lines),
+        destination=fulfillment.destination,
+        pickup_store=fulfillment.pickup_store,
+        methods=(method,),
+        service_levels=() if fulfillment.service_level is None else (fulfillment.service_level,),
+    )
+    try:
+        validate_quote(request, network)
+    except UnknownNode as exc:
+        raise UnknownNode(fulfillment.pickup_store or "", field="fulfillment.pickup_store") from exc
+    except InvalidArgument as exc:
+        renamed = {"methods[0]": "method", "service_levels[0]": "service_level"}
+        v = tuple(
+            FieldViolation(f"fulfillment.{renamed.get(x.field, x.field)}", x.description)
+            for x in exc.violations
+            if not x.field.startswith("lines")  # the edge checked the lines already
+        )
+        if v:
+            first = v[0]
+            more = f" (and {len(v) - 1} more)" if len(v) > 1 else ""
+            raise InvalidArgument(f"{first.field} {first.description}{more}", v) from None
 
 
 def validate_find_in_stores(sku: str, store: str, quantity: int, limit: int, network: Network) -> None:
@@ -642,6 +737,154 @@ class Promiser:
             LineOption(
                 FulfillmentMethod.PICKUP, None, ready_dt.date(), ready_dt, (units,), False, backorder=True
             )
+        )
+
+    # ------------------------------------------------- promise-driven reserve
+
+    def rank_reserve(
+        self,
+        lines: Sequence[LineRequest],
+        fulfillment: ReserveFulfillment,
+        *,
+        eligible: Sequence[str],
+        atp: AtpSource,
+        full: Collection[str] = (),
+    ) -> ReserveRanking:
+        """The ranked candidate nodes of each line of a Reserve, and the promise
+        of units at each node that may be chosen.
+
+        SHIP: the channel's nodes that ship with the stock this read saw,
+        ranked by delivery date, then distance, then the channel's priority;
+        the node the quote's consolidation (fewest parcels) picks for a line
+        goes first, and for a line it splits, the nodes of its split. PICKUP:
+        the pickup store, then (when the carriers have a transfer service) the
+        other nodes with stock, ranked by when a transfer would be ready at the
+        store, then distance, then priority. The store's atomic hold takes the
+        first candidate covering a line, else splits in this order (only with
+        ``allow_split``): the ledger is the final check on stock.
+        """
+        now = self._clock()
+        lookup = atp if callable(atp) else _mapping_lookup(atp)
+        stock: dict[str, Mapping[str, int]] = {}
+        spec: list[PlanLine] = []
+        sourced: list[int] = []  # lines without a node
+        for i, line in enumerate(lines):
+            if line.node is None:
+                m = stock.get(line.sku)
+                if m is None:
+                    m = stock[line.sku] = lookup(line.sku)
+                spec.append((line.sku, line.quantity, m))
+                sourced.append(i)
+        named = {line.node for line in lines if line.node is not None}
+        if fulfillment.method == FulfillmentMethod.PICKUP:
+            return self._rank_pickup(lines, fulfillment, now, eligible, spec, sourced, named, full)
+        return self._rank_ship(lines, fulfillment, now, eligible, spec, sourced, named, full)
+
+    def _rank_ship(
+        self,
+        lines: Sequence[LineRequest],
+        fulfillment: ReserveFulfillment,
+        now: float,
+        eligible: Sequence[str],
+        spec: list[PlanLine],
+        sourced: list[int],
+        named: set[str],
+        full: Collection[str],
+    ) -> ReserveRanking:
+        net = self.network
+        if fulfillment.destination is None:
+            raise InvalidArgument(
+                "destination is required to ship",
+                (FieldViolation("fulfillment.destination", "shipping needs a destination"),),
+            )
+        dest = net.resolve(fulfillment.destination)
+        name = fulfillment.service_level or self._customer_levels[0]
+        service = net.service_index[name]
+        svc = net.services[service]
+        # Per node, the day and distance the sourcing loop ranks by (the same
+        # calendar, transit and delivery-day rules).
+        days: dict[str, tuple[int, float, int]] = {}  # node -> (delivery day, km, priority)
+        for node_id in dict.fromkeys([*eligible, *named]):
+            k = net.index.get(node_id)
+            if k is None or not net.caps[k] & _SHIP_CAPS:
+                continue
+            window = net.calendars[k].ship_window(now)
+            ship_day = window.ship_day_when_full if full and node_id in full else window.ship_day
+            km = node_distance(net, k, dest)
+            transit = transit_days(svc, net.region[k] * net.n_regions + dest.region, km)
+            if transit >= 0:
+                delivery = add_delivery_days(ship_day, transit, svc.weekday_mask)
+                days[node_id] = (delivery, km, _position(eligible, node_id))
+        plans = (
+            self._sourcer.plan(now, service, dest, eligible, spec, fulfillment.allow_split, _SHIP_CAPS, full)
+            if spec
+            else []
+        )
+        candidates: list[tuple[str, ...] | None] = [None] * len(lines)
+        for j, i in enumerate(sourced):
+            atp = spec[j][2]
+            ranked = sorted((n for n in atp if atp[n] > 0 and n in days), key=days.__getitem__)
+            plan = plans[j]
+            if plan is not None:
+                first = [a[0] for a in plan[1]]
+                ranked = first + [n for n in ranked if n not in first]
+            candidates[i] = tuple(ranked)
+        promises = {
+            node: NodePromise(self._date(day), None, SupplySource.STOCK) for node, (day, _, _) in days.items()
+        }
+        return ReserveRanking(FulfillmentMethod.SHIP, name, tuple(candidates), promises)
+
+    def _rank_pickup(
+        self,
+        lines: Sequence[LineRequest],
+        fulfillment: ReserveFulfillment,
+        now: float,
+        eligible: Sequence[str],
+        spec: list[PlanLine],
+        sourced: list[int],
+        named: set[str],
+        full: Collection[str],
+    ) -> ReserveRanking:
+        net = self.network
+        store = fulfillment.pickup_store
+        if not store:
+            raise InvalidArgument(
+                "pickup_store is required",
+                (FieldViolation("fulfillment.pickup_store", "pickup needs a store"),),
+            )
+        k_store = net.position(store, "fulfillment.pickup_store")
+        cal = net.calendars[k_store]
+        ready = cal.pickup_ready_at(now, full=bool(full) and store in full)
+        ready_dt = datetime.fromtimestamp(ready, cal.zone)
+        promises: dict[str, NodePromise] = {store: NodePromise(ready_dt.date(), ready_dt, SupplySource.STOCK)}
+        # Transfer sources: when a transfer from each would be ready at the
+        # store (the transfer service's day to the store, then unpacking).
+        order: dict[str, tuple[float, float, int]] = {}
+        if net.transfer_service is not None:
+            svc = net.services[net.transfer_service]
+            to_store = net.resolve_node(k_store)
+            for node_id in dict.fromkeys([*eligible, *named]):
+                k = net.index.get(node_id)
+                if k is None or k == k_store or not net.caps[k] & _SHIP_CAPS:
+                    continue
+                window = net.calendars[k].ship_window(now)
+                ship_day = window.ship_day_when_full if full and node_id in full else window.ship_day
+                km = node_distance(net, k, to_store)
+                transit = transit_days(svc, net.region[k] * net.n_regions + to_store.region, km)
+                if transit < 0:
+                    continue
+                arrival = add_delivery_days(ship_day, transit, svc.weekday_mask)
+                at = max(cal.ready_on_arrival(arrival), ready)
+                at_dt = datetime.fromtimestamp(at, cal.zone)
+                promises[node_id] = NodePromise(at_dt.date(), at_dt, SupplySource.TRANSFER)
+                order[node_id] = (at, km, _position(eligible, node_id))
+        candidates: list[tuple[str, ...] | None] = [None] * len(lines)
+        for j, i in enumerate(sourced):
+            atp = spec[j][2]
+            transfers = sorted((n for n in atp if atp[n] > 0 and n in order), key=order.__getitem__)
+            candidates[i] = (store, *transfers)
+        return ReserveRanking(
+            FulfillmentMethod.PICKUP, None, tuple(candidates), promises, net.nodes[k_store].time_zone
         )
 
     # ---------------------------------------------------------- endless aisle

@@ -112,12 +112,31 @@ class LineRequest(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class RankedSourcing:
+    """Promise-driven sourcing of a reserve (a request with a fulfillment context).
+
+    ``context`` is the canonical text of the fulfillment context: part of the
+    body a replay is compared with. ``candidates`` gives, per line, the nodes
+    to take it from in order (ranked by the promiser from the stock it read),
+    or None for a line that names its node; they are not part of the body
+    (they depend on the stock at the time, and a replay is not sourced
+    again). ``whole_lines``: a line is taken whole by one node or not at all.
+    """
+
+    context: str
+    candidates: tuple[tuple[str, ...] | None, ...]
+    whole_lines: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ReserveRequest:
     reservation_id: str
     channel: str
     lines: tuple[LineRequest, ...]
     ttl_s: float
     allow_partial: bool = False
+    # None: each line without a node is sourced in the channel's priority order.
+    sourcing: RankedSourcing | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,10 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.type import date_pb2, timeofday_pb2
@@ -27,6 +29,7 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2,
 )
 from engine.core.allocation_rules import AllocationRule, RuleKind
+from engine.core.carriers import CarrierTable, dump_carriers, parse_carriers
 from engine.core.errors import FieldViolation, InvalidArgument
 from engine.core.future_supply import (
     DEFAULT_INBOUND_PAGE,
@@ -37,7 +40,16 @@ from engine.core.future_supply import (
     InboundSupply,
 )
 from engine.core.network import Destination
-from engine.core.promising import LineOption, Quote, QuoteLine, QuoteRequest, StoreStock, SupplySource
+from engine.core.promising import (
+    LineOption,
+    Quote,
+    QuoteLine,
+    QuoteRequest,
+    ReserveFulfillment,
+    ReserveRanking,
+    StoreStock,
+    SupplySource,
+)
 from engine.core.types import (
     Capability,
     Channel,
@@ -55,12 +67,15 @@ from engine.core.types import (
     SupplyOp,
 )
 from engine.service.quoting import StoreAisle
-from engine.store.base import AuditReport
+from engine.store.base import AuditReport, CarrierRecord
 
 __all__ = [
     "adjust_ops",
     "audit_pb",
     "availability_pb",
+    "carrier_document",
+    "carrier_table_pb",
+    "carriers_etag",
     "channel_from_pb",
     "channel_pb",
     "duration_s",
@@ -75,6 +90,7 @@ __all__ = [
     "quote_pb",
     "quote_request",
     "reservation_pb",
+    "reserve_fulfillment",
     "reserve_request",
     "safety_stock_ops",
     "set_stock_ops",
@@ -121,6 +137,37 @@ def reserve_request(pb: inventory_service_pb2.ReserveRequest) -> ReserveRequest:
         lines=tuple(LineRequest(line.sku, line.quantity, line.node or None) for line in pb.lines),
         ttl_s=duration_s(pb.ttl),
         allow_partial=pb.allow_partial,
+    )
+
+
+def reserve_fulfillment(pb: inventory_service_pb2.ReserveRequest) -> ReserveFulfillment | None:
+    """The request's fulfillment context; None when it has none (plain sourcing).
+    An UNSPECIFIED method is SHIP with a destination, else PICKUP (as Quote
+    fills in its methods); an unknown number stays an int, refused by validation."""
+    if not pb.HasField("fulfillment"):
+        return None
+    f = pb.fulfillment
+    destination = _destination(f.destination) if f.HasField("destination") else None
+    method = (
+        _METHOD_FROM_PB.get(f.method, f.method)
+        if f.method
+        else (FulfillmentMethod.SHIP if destination is not None else FulfillmentMethod.PICKUP)
+    )
+    return ReserveFulfillment(
+        method=method,  # type: ignore[arg-type]
+        destination=destination,
+        pickup_store=f.pickup_store or None,
+        service_level=f.service_level or None,
+        allow_split=f.allow_split,
+    )
+
+
+def _destination(d: inventory_service_pb2.Destination) -> Destination:
+    return Destination(
+        postal_code=d.postal_code,
+        latitude=d.latitude if d.HasField("latitude") else None,
+        longitude=d.longitude if d.HasField("longitude") else None,
+        region=d.region,
     )
 
 
@@ -218,15 +265,7 @@ def _rule_from_pb(channel: str, pb: network_service_pb2.AllocationRule) -> Alloc
 def quote_request(pb: inventory_service_pb2.QuoteRequest) -> tuple[str, QuoteRequest]:
     """The channel and the domain request; an empty method list is filled in from
     what the request gives (a destination: SHIP; a pickup store: PICKUP)."""
-    destination = None
-    if pb.HasField("destination"):
-        d = pb.destination
-        destination = Destination(
-            postal_code=d.postal_code,
-            latitude=d.latitude if d.HasField("latitude") else None,
-            longitude=d.longitude if d.HasField("longitude") else None,
-            region=d.region,
-        )
+    destination = _destination(pb.destination) if pb.HasField("destination") else None
     # UNSPECIFIED or an unknown number stays an int, which validation rejects by position.
     methods = tuple(_METHOD_FROM_PB.get(m, m) for m in pb.methods)
     if not methods:
@@ -296,7 +335,51 @@ def inbound_list_request(
 # -------------------------------------------------------------------- replies
 
 
-def reservation_pb(res: Reservation) -> inventory_service_pb2.Reservation:
+def reservation_pb(
+    res: Reservation, ranking: ReserveRanking | None = None
+) -> inventory_service_pb2.Reservation:
+    """The reservation; with the ranking of a promise-driven Reserve, each
+    allocation dated by the promise at its node (see ``_date_lines``)."""
+    out = _reservation_pb(res)
+    if ranking is not None:
+        _date_lines(out, ranking)
+    return out
+
+
+def _date_lines(out: inventory_service_pb2.Reservation, ranking: ReserveRanking) -> None:
+    """Promise dates of the allocations the store made, from the promiser's
+    per-node promises; a line's promise is the latest of its allocations'.
+    A line with an allocation the promiser could not date (a named node that
+    cannot serve the method) gets no line promise."""
+    for line in out.lines:
+        latest = None
+        dated = bool(line.allocations)
+        for a in line.allocations:
+            promise = ranking.promise(a.node)
+            if promise is None:
+                dated = False
+                continue
+            _set_date(a.promise_date, promise.promise_date)
+            if promise.ready_at is not None:
+                _set_timestamp(a.ready_time, promise.ready_at.timestamp())
+            if (
+                latest is None
+                or promise.promise_date > latest.promise_date
+                or (
+                    promise.ready_at is not None
+                    and latest.ready_at is not None
+                    and promise.ready_at > latest.ready_at
+                )
+            ):
+                latest = promise
+        if dated and latest is not None:
+            _set_date(line.promise_date, latest.promise_date)
+            if latest.ready_at is not None:
+                _set_timestamp(line.ready_time, latest.ready_at.timestamp())
+                line.ready_time_zone = ranking.time_zone or ""
+
+
+def _reservation_pb(res: Reservation) -> inventory_service_pb2.Reservation:
     # Filled in place: building sub-messages and passing them as kwargs copies
     # each one, which doubles the cost of this hot path.
     out = _Reservation(
@@ -534,3 +617,141 @@ def audit_pb(report: AuditReport) -> admin_service_pb2.AuditResponse:
         row_count=report.rows,
         reservation_count=report.reservations,
     )
+
+
+# ------------------------------------------------------------- carrier table
+#
+# The API's CarrierTable is the carriers file's structure with repeated
+# messages where the file has mappings (regions, centroids) and explicit
+# field names where it has YAML keys (``from_region`` for ``from``). A table
+# from a request becomes that file document and is checked by the very
+# function that checks files (engine/core/carriers.py); its violation paths
+# are then translated to the request's fields.
+
+_CARRIER_SOURCE_PB = {
+    "server": network_service_pb2.CARRIER_TABLE_SOURCE_SERVER,
+    "api": network_service_pb2.CARRIER_TABLE_SOURCE_API,
+}
+_INDEXED = re.compile(r"(.*)\[(\d+)\]")
+_TRANSIT_END = re.compile(r"(transit\[\d+\])\.(from|to)\b")
+
+
+def carriers_etag(etag: str, field: str) -> int | None:
+    """The version an etag names (None for an empty one: no precondition)."""
+    if not etag:
+        return None
+    if not etag.isascii() or not etag.isdigit() or len(etag) > 18:
+        raise InvalidArgument(
+            f"{field} is not an etag this server returned",
+            (FieldViolation(field, "must be empty or an etag this server returned"),),
+        )
+    return int(etag)
+
+
+def carrier_document(pb: network_service_pb2.CarrierTable, prefix: str = "carrier_table") -> dict[str, Any]:
+    """A table from a request as the stores keep it (``dump_carriers``), or one
+    InvalidArgument listing every problem at its request field path."""
+    violations: list[FieldViolation] = []
+    regions: dict[str, list[str]] = {}
+    region_at: dict[str, int] = {}
+    for i, region in enumerate(pb.regions):
+        if region.name in region_at:
+            where = f"{prefix}.regions[{i}].name"
+            violations.append(FieldViolation(where, f"region {region.name!r} is listed twice"))
+            continue
+        region_at[region.name] = i
+        regions[region.name] = list(region.postal_prefixes)
+    centroids: dict[str, list[float]] = {}
+    centroid_at: dict[str, int] = {}
+    for i, centroid in enumerate(pb.postal_centroids):
+        if centroid.postal_prefix in centroid_at:
+            where = f"{prefix}.postal_centroids[{i}].postal_prefix"
+            violations.append(FieldViolation(where, f"prefix {centroid.postal_prefix!r} is listed twice"))
+            continue
+        centroid_at[centroid.postal_prefix] = i
+        centroids[centroid.postal_prefix] = [centroid.latitude, centroid.longitude]
+    document: dict[str, Any] = {"version": 1, "regions": regions}
+    if centroids:
+        document["postal_centroids"] = centroids
+    if pb.transfer_service:
+        document["transfer_service"] = pb.transfer_service
+    document["service_levels"] = [_service_level_document(level) for level in pb.service_levels]
+
+    def at(path: str) -> str:
+        if path.startswith("regions."):
+            name = path[len("regions.") :]
+            if name in region_at:
+                return f"{prefix}.regions[{region_at[name]}].name"
+            m = _INDEXED.fullmatch(name)
+            if m is not None and m.group(1) in region_at:
+                return f"{prefix}.regions[{region_at[m.group(1)]}].postal_prefixes[{m.group(2)}]"
+        if path.startswith("postal_centroids."):
+            key = path[len("postal_centroids.") :]
+            if key in centroid_at:
+                return f"{prefix}.postal_centroids[{centroid_at[key]}]"
+        path = _TRANSIT_END.sub(lambda m: f"{m.group(1)}.{m.group(2)}_region", path)
+        return f"{prefix}.{path}" if path else prefix
+
+    try:
+        table = parse_carriers(document, source=prefix)
+    except InvalidArgument as exc:
+        violations.extend(FieldViolation(at(v.field), v.description) for v in exc.violations)
+    if violations:
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise InvalidArgument(
+            f"{first.field} {first.description}{more}", tuple(violations), reason="INVALID_CARRIERS"
+        )
+    return dump_carriers(table)
+
+
+def _service_level_document(pb: network_service_pb2.ServiceLevel) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": pb.name}
+    if pb.description:
+        spec["description"] = pb.description
+    if pb.delivery_days:
+        # google.type.DayOfWeek numbers Monday 1 .. Sunday 7, as the file does;
+        # UNSPECIFIED (0) is refused by the check.
+        spec["delivery_days"] = [int(d) for d in pb.delivery_days]
+    if pb.transit:
+        spec["transit"] = [{"from": t.from_region, "to": t.to_region, "days": t.days} for t in pb.transit]
+    if pb.distance_bands:
+        spec["distance_bands"] = [{"max_km": b.max_km, "days": b.days} for b in pb.distance_bands]
+    if pb.HasField("default_days"):
+        spec["default_days"] = pb.default_days
+    if pb.internal:
+        spec["internal"] = True
+    return spec
+
+
+def carrier_table_pb(table: CarrierTable, record: CarrierRecord) -> network_service_pb2.CarrierTable:
+    """The table in force (``table``: the record's, or the server's when the
+    record holds none) with the record's etag, source and update time."""
+    out = network_service_pb2.CarrierTable(
+        transfer_service=table.transfer_service or "",
+        etag=str(record.version),
+        source=_CARRIER_SOURCE_PB["server" if record.document is None else "api"],
+    )
+    prefixes: dict[str, list[str]] = {region: [] for region in table.regions}
+    for prefix, region in table.postal_regions:
+        prefixes[region].append(prefix)
+    for region, members in prefixes.items():
+        out.regions.add(name=region, postal_prefixes=members)
+    for prefix, lat, lon in table.postal_centroids:
+        out.postal_centroids.add(postal_prefix=prefix, latitude=lat, longitude=lon)
+    for level in table.service_levels:
+        lv = out.service_levels.add(
+            name=level.name,
+            description=level.description,
+            delivery_days=list(level.delivery_weekdays),
+            internal=level.internal,
+        )
+        for origin, destination, days in level.transit:
+            lv.transit.add(from_region=origin, to_region=destination, days=days)
+        for band in level.distance_bands:
+            lv.distance_bands.add(max_km=band.max_km, days=band.days)
+        if level.default_days is not None:
+            lv.default_days = level.default_days
+    if record.updated_at is not None:
+        _set_timestamp(out.update_time, record.updated_at)
+    return out

@@ -46,6 +46,7 @@ from grpc_status import rpc_status
 from engine._proto.inventory.v1 import error_details_pb2 as inventory_error_details_pb2
 from engine.core.errors import (
     EngineError,
+    EtagMismatch,
     FieldViolation,
     IdempotencyMismatch,
     IllegalTransition,
@@ -116,6 +117,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
     (StockRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (IdempotencyMismatch, grpc.StatusCode.ALREADY_EXISTS),
+    (EtagMismatch, grpc.StatusCode.ABORTED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -392,6 +394,7 @@ def to_engine_error(details: ErrorDetails) -> EngineError:
     simple: dict[grpc.StatusCode, type[EngineError]] = {
         grpc.StatusCode.NOT_FOUND: NotFound,
         grpc.StatusCode.ALREADY_EXISTS: IdempotencyMismatch,
+        grpc.StatusCode.ABORTED: EtagMismatch,
         grpc.StatusCode.UNAVAILABLE: StoreUnavailable,
         grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
         grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,

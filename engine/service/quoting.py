@@ -1,14 +1,22 @@
-"""Quotes and endless-aisle lookups over a store: what the Quote and FindInStores RPCs run.
+"""Quotes and endless-aisle lookups over a store: what the Quote and FindInStores RPCs
+run, and the ranking of a Reserve with a fulfillment context.
 
 The domain (:mod:`engine.core.promising`) answers from a compiled
 :class:`~engine.core.network.Network` and an ATP mapping; this module feeds it
 from the store. Per call it reads the store's nodes and channels (each store
-keeps them in memory or refreshes its copy), recompiles the network only when
-the nodes changed (compiling builds every calendar and transit matrix, far
-more than a quote costs), then reads the channel's stock with one
+keeps them in memory or refreshes its copy) and the carrier table's version,
+recompiles the network only when the nodes or the carrier table changed
+(compiling builds every calendar and transit matrix, far more than a quote
+costs), reads today's release counts of the nodes that have a daily capacity
+(none: no read), then reads the channel's stock with one
 ``availability`` call (and, for a quote that allows backorders, the SKUs'
 inbound supply with one ``inbound`` call beside it) and lets the promiser
 decide. Nothing is held or written.
+
+Carriers: a table set through ``NetworkService.SetCarrierTable`` (kept by
+the store, shared by every engine process) overrides the one the server was
+started with (``serve --carriers FILE``, else the sample table); resetting it
+brings the server's own back.
 
 Time comes from the clock the server was given, so tests pin it and get the
 same dates everywhere.
@@ -17,10 +25,12 @@ same dates everywhere.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.core.carriers import CarrierTable
+from engine.core.capacity import capacity_days
+from engine.core.carriers import CarrierTable, parse_carriers
 from engine.core.errors import FieldViolation, InvalidArgument, UnknownChannel, UnknownNode
 from engine.core.future_supply import FutureSupply
 from engine.core.network import Network
@@ -29,14 +39,19 @@ from engine.core.promising import (
     Promiser,
     Quote,
     QuoteRequest,
+    ReserveFulfillment,
+    ReserveRanking,
     validate_find_in_stores,
     validate_quote,
+    validate_reserve_fulfillment,
 )
-from engine.core.types import Channel, Node
+from engine.core.types import Channel, LineRequest, Node
 from engine.core.validation import channel_violations
-from engine.store.base import Store
+from engine.store.base import CarrierRecord, Store
 
 __all__ = ["StorePromiser", "StoreAisle"]
+
+log = logging.getLogger("engine.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +65,21 @@ class StoreAisle:
 class _Compiled:
     """One version of the network, compiled, with its channels."""
 
-    __slots__ = ("channels", "nodes", "promiser")
+    __slots__ = ("carriers_version", "channels", "nodes", "promiser", "with_capacity")
 
-    def __init__(self, nodes: tuple[Node, ...], channels: dict[str, Channel], promiser: Promiser) -> None:
+    def __init__(
+        self,
+        nodes: tuple[Node, ...],
+        channels: dict[str, Channel],
+        promiser: Promiser,
+        carriers_version: int,
+    ) -> None:
         self.nodes = nodes
         self.channels = channels
         self.promiser = promiser
+        self.carriers_version = carriers_version  # the store's CarrierRecord.version compiled in
+        # Nodes whose daily capacity a quote must check (usually none).
+        self.with_capacity = tuple(n.id for n in nodes if n.daily_capacity is not None)
 
 
 class StorePromiser:
@@ -80,15 +104,21 @@ class StorePromiser:
         self._impl = impl
         self._compiled: _Compiled | None = None
 
+    @property
+    def configured_carriers(self) -> CarrierTable:
+        """The table the server was started with: what applies while none is set over the API."""
+        return self._carriers
+
     async def quote(self, channel: str, request: QuoteRequest) -> Quote:
         compiled = await self._network()
         network = compiled.promiser.network
         eligible = _channel_nodes(compiled, channel, _quote_violations(request, network))
         skus = list(dict.fromkeys(line.sku for line in request.lines))
+        full = await self._full(compiled)
         if not request.allow_backorder:
             results = await self._store.availability(skus, channel, None, True)
             atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
-            return compiled.promiser.quote(request, eligible=eligible, atp=atp)
+            return compiled.promiser.quote(request, eligible=eligible, atp=atp, full=full)
         # Backorders also need the SKUs' inbound supply: read concurrently with
         # the stock (on Redis, two calls in one pipeline).
         results, records = await asyncio.gather(
@@ -98,8 +128,34 @@ class StorePromiser:
         # promised={}: nothing can be reserved against inbound supply yet, so
         # no units of it are spoken for; every backorder quote sees all of it.
         return compiled.promiser.quote(
-            request, eligible=eligible, atp=atp, future=FutureSupply(records), promised={}
+            request, eligible=eligible, atp=atp, future=FutureSupply(records), promised={}, full=full
         )
+
+    async def rank_reserve(
+        self, channel: str, lines: Sequence[LineRequest], fulfillment: ReserveFulfillment
+    ) -> ReserveRanking:
+        """Promise-driven sourcing of a Reserve: each line's ranked candidate
+        nodes and the promise at each, from the channel's availability now.
+
+        Only a read: the store's hold that follows is the final check, so stock
+        taken in between makes a line short there, never oversold.
+        """
+        compiled = await self._network()
+        network = compiled.promiser.network
+        violations: list[FieldViolation] = []
+        try:
+            validate_reserve_fulfillment(fulfillment, lines, network)
+        except InvalidArgument as exc:
+            violations = _as_violations(exc)
+        eligible = _channel_nodes(compiled, channel, violations)
+        skus = list(dict.fromkeys(line.sku for line in lines if line.node is None))
+        atp: dict[str, dict[str, int]] = {}
+        if skus:
+            results = await self._store.availability(skus, channel, None, True)
+            atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
+        # Nodes whose orders for today are used up release tomorrow: ranked as Quote dates them.
+        full = await self._full(compiled)
+        return compiled.promiser.rank_reserve(lines, fulfillment, eligible=eligible, atp=atp, full=full)
 
     async def find_in_stores(
         self, channel: str, store: str, sku: str, *, quantity: int, limit: int
@@ -117,18 +173,42 @@ class StorePromiser:
         nodes = [*eligible, store] if store not in eligible else list(eligible)
         results = await self._store.availability([sku], None, nodes, True)
         atp = {sku: {n.node: n.atp for n in results[0].nodes}}
+        full = await self._full(compiled)
         aisle = compiled.promiser.endless_aisle(
-            sku, store, eligible=eligible, atp=atp, quantity=quantity, limit=limit
+            sku, store, eligible=eligible, atp=atp, quantity=quantity, limit=limit, full=full
         )
         listed = (aisle.here, *aisle.nearby)
         zones = {s.node: network.node(s.node).time_zone for s in listed}
         return StoreAisle(aisle, zones)
 
+    async def _full(self, compiled: _Compiled) -> frozenset[str]:
+        """Nodes whose daily capacity is used up today (each in its own time zone)."""
+        if not compiled.with_capacity:
+            return frozenset()
+        network = compiled.promiser.network
+        by_id = {n: network.node(n) for n in compiled.with_capacity}
+        days = capacity_days(compiled.with_capacity, by_id, self._clock())
+        counts = await self._store.released(days)
+        return network.at_capacity(dict(zip(compiled.with_capacity, counts, strict=True)))
+
+    def _table(self, record: CarrierRecord) -> CarrierTable:
+        """The table in force: the one set through the API, else the server's own."""
+        if record.document is None:
+            return self._carriers
+        try:
+            return parse_carriers(record.document, source="the carrier table set through the API")
+        except InvalidArgument as exc:
+            # Checked when it was set; only a table written by another engine
+            # version could fail here. Quotes go on with the server's table.
+            log.error("ignoring the stored carrier table (version %d): %s", record.version, exc)
+            return self._carriers
+
     async def _network(self) -> _Compiled:
         nodes = tuple(await self._store.list_nodes())
         channels = await self._store.list_channels()
+        record = await self._store.carrier_table()
         compiled = self._compiled
-        if compiled is not None and compiled.nodes == nodes:
+        if compiled is not None and compiled.nodes == nodes and compiled.carriers_version == record.version:
             # Keep the cached channel tuples when unchanged: the sourcing loop
             # recognises a channel's node list by identity before hashing it.
             by_id: dict[str, Channel] = {}
@@ -136,11 +216,11 @@ class StorePromiser:
                 kept = compiled.channels.get(channel.id)
                 by_id[channel.id] = kept if kept is not None and kept == channel else channel
             if by_id != compiled.channels:
-                compiled = self._compiled = _Compiled(nodes, by_id, compiled.promiser)
+                compiled = self._compiled = _Compiled(nodes, by_id, compiled.promiser, record.version)
             return compiled
-        network = Network(nodes, self._carriers)
+        network = Network(nodes, self._table(record))
         promiser = Promiser(network, clock=self._clock, impl=self._impl)
-        compiled = self._compiled = _Compiled(nodes, {c.id: c for c in channels}, promiser)
+        compiled = self._compiled = _Compiled(nodes, {c.id: c for c in channels}, promiser, record.version)
         return compiled
 
 

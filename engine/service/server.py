@@ -115,7 +115,9 @@ class EngineServer:
         supply_service_pb2_grpc.add_SupplyServiceServicer_to_server(
             SupplyServicer(store, clock=clock), self._server
         )
-        network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(store), self._server)
+        network_service_pb2_grpc.add_NetworkServiceServicer_to_server(
+            NetworkServicer(store, carriers=promiser.configured_carriers), self._server
+        )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store), self._server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -15,6 +15,7 @@ request id and answered INTERNAL without internals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,10 +33,10 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2,
     supply_service_pb2_grpc,
 )
-from engine.core.carriers import default_carriers
+from engine.core.carriers import CarrierTable, default_carriers, parse_carriers
 from engine.core.errors import EngineError, FieldViolation, InvalidArgument
 from engine.core.future_supply import validate_inbound_ids, validate_inbound_records
-from engine.core.types import Reservation, SupplyOp
+from engine.core.types import RankedSourcing, Reservation, SupplyOp
 from engine.core.validation import (
     validate_availability,
     validate_channel,
@@ -51,7 +52,7 @@ from engine.service import convert
 from engine.service.errors import DeadlineExceeded, code_for, status_for
 from engine.service.interceptors import current_request_id
 from engine.service.quoting import StorePromiser
-from engine.store.base import Store
+from engine.store.base import CarrierRecord, Store
 
 __all__ = [
     "AdminServicer",
@@ -111,8 +112,21 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         try:
             reserve = convert.reserve_request(request)
             validate_reserve(reserve)
+            fulfillment = convert.reserve_fulfillment(request)
+            if fulfillment is None:
+                check_deadline(context)
+                return convert.reservation_pb(await self._store.reserve(reserve))
+            # Promise-driven sourcing: the promiser ranks each line's nodes from
+            # the stock it reads now; the store's atomic hold is the final check
+            # (stock taken in between makes a line short, never oversold). A
+            # replay gets the stored allocations, dated as of this answer.
+            ranking = await self._promiser.rank_reserve(reserve.channel, reserve.lines, fulfillment)
+            reserve = dataclasses.replace(
+                reserve,
+                sourcing=RankedSourcing(fulfillment.key(), ranking.candidates, not fulfillment.allow_split),
+            )
             check_deadline(context)
-            return convert.reservation_pb(await self._store.reserve(reserve))
+            return convert.reservation_pb(await self._store.reserve(reserve), ranking)
         except Exception as exc:
             # Refusals are counted where they are answered (store and fast path alike).
             metrics.record_reserve_error(request.channel, exc)
@@ -289,8 +303,11 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
 
 
 class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, carriers: CarrierTable | None = None) -> None:
         self._store = store
+        # The server's own carrier table (serve --carriers, else the sample):
+        # in force while none is set through the API.
+        self._carriers = carriers or default_carriers()
 
     async def UpsertNode(
         self, request: network_service_pb2.UpsertNodeRequest, context: grpc.aio.ServicerContext
@@ -341,6 +358,60 @@ class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
             )
         except Exception as exc:
             await fail(context, exc)
+
+    async def GetCarrierTable(
+        self, request: network_service_pb2.GetCarrierTableRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.CarrierTable:
+        try:
+            return self._carrier_table_pb(await self._store.carrier_table())
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def SetCarrierTable(
+        self, request: network_service_pb2.SetCarrierTableRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.CarrierTable:
+        try:
+            violations: list[FieldViolation] = []
+            document: dict[str, Any] | None = None
+            expected: int | None = None
+            if not request.HasField("carrier_table"):
+                violations.append(FieldViolation("carrier_table", "the whole new table is required"))
+            else:
+                try:
+                    document = convert.carrier_document(request.carrier_table, "carrier_table")
+                except InvalidArgument as exc:
+                    violations.extend(exc.violations)
+                try:
+                    expected = convert.carriers_etag(request.carrier_table.etag, "carrier_table.etag")
+                except InvalidArgument as exc:
+                    violations.extend(exc.violations)
+            if violations:
+                first = violations[0]
+                more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+                raise InvalidArgument(
+                    f"{first.field} {first.description}{more}", tuple(violations), reason="INVALID_CARRIERS"
+                )
+            check_deadline(context)
+            record = await self._store.set_carrier_table(document, expected_version=expected)
+            return self._carrier_table_pb(record)
+        except Exception as exc:
+            await fail(context, exc)
+
+    async def ResetCarrierTable(
+        self, request: network_service_pb2.ResetCarrierTableRequest, context: grpc.aio.ServicerContext
+    ) -> network_service_pb2.CarrierTable:
+        try:
+            expected = convert.carriers_etag(request.etag, "etag")
+            check_deadline(context)
+            record = await self._store.set_carrier_table(None, expected_version=expected)
+            return self._carrier_table_pb(record)
+        except Exception as exc:
+            await fail(context, exc)
+
+    def _carrier_table_pb(self, record: CarrierRecord) -> network_service_pb2.CarrierTable:
+        # A stored table passed this very check when it was set.
+        table = self._carriers if record.document is None else parse_carriers(record.document)
+        return convert.carrier_table_pb(table, record)
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.core.future_supply import InboundOutcome, InboundPage, InboundSupply
 from engine.core.types import (
@@ -24,7 +24,7 @@ from engine.core.types import (
     SupplyOp,
 )
 
-__all__ = ["AuditReport", "Store"]
+__all__ = ["AuditReport", "CarrierRecord", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,21 @@ class AuditReport:
         return not self.violations
 
 
+@dataclass(frozen=True, slots=True)
+class CarrierRecord:
+    """The carrier table set through the API, as a store keeps it.
+
+    ``document`` is the table in the file format (``dump_carriers``; plain JSON
+    values), None while none is set (the server's configured table applies).
+    ``version`` counts every set and reset since the store was created (0:
+    never set); it is the table's etag, so it never goes back, even on reset.
+    """
+
+    document: dict[str, Any] | None = None
+    version: int = 0
+    updated_at: float | None = None  # when it was last set or reset (seconds)
+
+
 class Store(Protocol):
     kind: str
 
@@ -50,6 +65,20 @@ class Store(Protocol):
     # Both lists come sorted by id.
     async def list_nodes(self) -> list[Node]: ...
     async def list_channels(self) -> list[Channel]: ...
+
+    # The carrier table set through the API (see CarrierRecord). Setting
+    # ``document=None`` resets to the server's configured table. With
+    # ``expected_version`` the write happens only if the stored version is
+    # that one (else EtagMismatch, nothing written); an identical document is
+    # not written again (same version). Changes reach every engine process
+    # sharing the store as network changes do.
+    async def carrier_table(self) -> CarrierRecord: ...
+    async def set_carrier_table(
+        self, document: dict[str, Any] | None, *, expected_version: int | None = None
+    ) -> CarrierRecord: ...
+    # Orders released per (node, local ISO date), as counted on commit
+    # (engine/core/capacity.py), one count per key asked; 0 where none.
+    async def released(self, days: Sequence[tuple[str, str]]) -> list[int]: ...
 
     async def apply_supply(self, ops: Sequence[SupplyOp]) -> list[StockChange]: ...
     async def stock(self, sku: str, node: str) -> StockLevel: ...

@@ -82,7 +82,8 @@ from typing import Any
 
 from engine.config import EmbeddedStoreConfig
 from engine.core.allocation_rules import RuleKind, decode_rules, encode_rules, resolve_channel_rules
-from engine.core.errors import EngineError, StoreUnavailable
+from engine.core.capacity import CAPACITY_RETENTION_DAYS, capacity_nodes, local_day
+from engine.core.errors import EngineError, EtagMismatch, StoreUnavailable
 from engine.core.future_supply import (
     FutureSupply,
     InboundOutcome,
@@ -99,6 +100,7 @@ from engine.core.types import (
     Node,
     NodeType,
     Reservation,
+    ReservationState,
     ReserveRequest,
     SkuAvailability,
     StockChange,
@@ -107,7 +109,7 @@ from engine.core.types import (
 )
 from engine.ledgers import make_ledger
 from engine.observability import metrics
-from engine.store.base import AuditReport
+from engine.store.base import AuditReport, CarrierRecord
 from engine.store.clock import MonotonicClock
 from engine.store.journal import (
     JournalCorruption,
@@ -333,6 +335,12 @@ class EmbeddedStore:
         # Future supply (inbound POs and transfers): journaled as "inbound" /
         # "inbound_remove" records, in snapshots under "inbound".
         self._inbound = FutureSupply()
+        # The carrier table set through the API: journaled as "carriers"
+        # records, in snapshots under "carriers" (older files: none set).
+        self._carriers = CarrierRecord()
+        # Orders released per (node, local ISO date), counted by the "commit"
+        # records themselves (see _count_release), in snapshots under "released".
+        self._released: dict[tuple[str, str], int] = {}
         self._stats = EmbeddedStoreStats()
         self._phase = "new"  # new -> starting -> running -> closing -> closed
         self._failure: BaseException | None = None
@@ -538,6 +546,12 @@ class EmbeddedStore:
         self._channels = {c.id: c for c in map(_decode_channel, document["channels"])}
         # Optional key: snapshots written before future supply have none (format 1 either way).
         self._inbound = FutureSupply(map(decode_inbound, document.get("inbound", ())))
+        # Optional keys: snapshots written before carrier tables over the API and
+        # daily capacity counts have none (no table set: the server's applies).
+        carriers = document.get("carriers")
+        if carriers is not None:
+            self._carriers = CarrierRecord(carriers["document"], carriers["version"], carriers["updated_at"])
+        self._released = {(node, day): count for node, day, count in document.get("released", ())}
         if document.get("now") is not None:
             self._clock.advance(document["now"])
 
@@ -574,6 +588,8 @@ class EmbeddedStore:
             "nodes": [_encode_node(n) for _, n in sorted(self._nodes.items())],
             "channels": [_encode_channel(c) for _, c in sorted(self._channels.items())],
             "inbound": [encode_inbound(r) for r in self._inbound],
+            "carriers": dataclasses.asdict(self._carriers),
+            "released": [[node, day, count] for (node, day), count in sorted(self._released.items())],
         }
 
     # -------------------------------------------------------- apply (live and replay)
@@ -589,10 +605,27 @@ class EmbeddedStore:
         if op == "reserve":
             # Lines are (sku, quantity, node) tuples live and 3-element lists on
             # replay; both ledgers take either.
-            rid, channel, lines, ttl_s, allow_partial = args
+            rid, channel, lines, ttl_s, allow_partial, *ranked = args
+            if ranked:
+                # Promise-driven sourcing: the candidates the promiser ranked
+                # when the reserve was made are in the record, so a replay takes
+                # the same nodes whatever the promiser would say today.
+                candidates, whole_lines, context = ranked
+                return ledger.reserve(
+                    rid, channel, lines, ttl_s, allow_partial, now, candidates, whole_lines, context
+                )
             return ledger.reserve(rid, channel, lines, ttl_s, allow_partial, now)
         if op == "commit":
-            return ledger.commit(args[0], now)
+            # Capacity counts the HELD -> COMMITTED transition only: a commit
+            # replayed by a retrying client finds it COMMITTED and counts nothing.
+            rid = args[0]
+            was_held = (
+                ledger.has_reservation(rid) and ledger.get_reservation(rid).state == ReservationState.HELD
+            )
+            result = ledger.commit(rid, now)
+            if was_held:
+                self._count_release(rid, now)
+            return result
         if op == "release":
             return ledger.release(args[0], args[1], now)
         if op == "fulfill":
@@ -629,9 +662,34 @@ class EmbeddedStore:
             for supply_id in args[0]:
                 self._inbound.remove(supply_id)
             return None
+        if op == "carriers":
+            # args: the document (None: reset to the server's table), the new version.
+            self._carriers = CarrierRecord(args[0], args[1], now)
+            return self._carriers
         raise JournalCorruption(f"unknown journal operation {op!r}")
 
     # ------------------------------------------------------------------- helpers
+
+    def _count_release(self, rid: str, now: float) -> None:
+        """One order released today by each node with a daily capacity that the
+        just-committed reservation allocates from (engine/core/capacity.py).
+
+        Runs inside ``_apply``, so replaying the journal counts exactly what was
+        counted live, with the nodes (capacity, time zone) of that moment.
+        """
+        reservation = self._ledger.get_reservation(rid)
+        if reservation.state != ReservationState.COMMITTED:
+            return
+        released = self._released
+        for node_id in capacity_nodes(reservation, self._nodes):
+            key = (node_id, local_day(self._nodes[node_id].time_zone, now))
+            if key not in released:
+                # A new day: forget days no promise reads any more. ISO dates
+                # compare as strings; UTC is within a day of every local date.
+                oldest = local_day("UTC", now - CAPACITY_RETENTION_DAYS * 86_400.0)
+                for stale in [k for k in released if k[1] < oldest]:
+                    del released[stale]
+            released[key] = released.get(key, 0) + 1
 
     def _define_channel(self, channel: Channel) -> None:
         self._ledger.define_channel(channel.id, channel.nodes, resolve_channel_rules(channel, self._nodes))
@@ -965,6 +1023,29 @@ class EmbeddedStore:
         self._check_open()
         return [node for _, node in sorted(self._nodes.items())]
 
+    async def carrier_table(self) -> CarrierRecord:
+        self._check_open()
+        return self._carriers
+
+    async def set_carrier_table(
+        self, document: dict[str, Any] | None, *, expected_version: int | None = None
+    ) -> CarrierRecord:
+        self._check_writable()
+        current = self._carriers
+        if expected_version is not None and expected_version != current.version:
+            raise EtagMismatch(
+                f"the carrier table is at version {current.version}, not {expected_version}; "
+                "read it again and reapply the change"
+            )
+        if document == current.document:
+            await self._durable(self._journal_end())
+            return current
+        return await self._write("carriers", [document, current.version + 1], expire=False)
+
+    async def released(self, days: Sequence[tuple[str, str]]) -> list[int]:
+        self._check_open()
+        return [self._released.get((node, day), 0) for node, day in days]
+
     async def list_channels(self) -> list[Channel]:
         self._check_open()
         return [channel for _, channel in sorted(self._channels.items())]
@@ -991,6 +1072,11 @@ class EmbeddedStore:
         rid = request.reservation_id
         lines = [(line.sku, int(line.quantity), line.node) for line in request.lines]
         args = [rid, request.channel, lines, float(request.ttl_s), bool(request.allow_partial)]
+        sourcing = request.sourcing
+        if sourcing is not None:
+            # Only then: a plain reserve's record stays as it always was.
+            ranked = [None if c is None else list(c) for c in sourcing.candidates]
+            args += [ranked, bool(sourcing.whole_lines), sourcing.context]
         is_replay = self._ledger.has_reservation(rid)
         reservation: Reservation = await self._write(
             "reserve",

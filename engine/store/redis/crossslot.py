@@ -214,7 +214,7 @@ class CrossSlot:
                 [
                     ms(now), self._feedmax, plan.reservation_id, ca, ea, xm, self._owner,
                     int(facts.allow_partial), len(plan.eligible), *plan.eligible,
-                    facts.channel, *plan.rule_args, *plan.group_args(shards),
+                    facts.channel, *plan.rule_args, plan.sourcing, *plan.group_args(shards),
                 ],
             )  # fmt: skip
 

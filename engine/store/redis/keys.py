@@ -66,9 +66,26 @@ Global keys (no hash tag; each is one key in some slot)
 ``<ns>:net``      HASH ``n:<node id>`` and ``c:<channel id>`` -> JSON of the Node
     or Channel (every dataclass field, so fields added later are stored too),
     ``ver`` a counter bumped by every change; processes cache the network and
-    reload it when ``ver`` moves.
+    reload it when ``ver`` moves. ``cv`` the version of the carrier table set
+    through the API (absent: never set).
+``{<ns>:net}:carriers``  HASH ``doc`` the carrier table set through the API
+    (JSON, :func:`engine.core.carriers.dump_carriers`; absent after a reset),
+    ``v`` its version (= ``cv``), ``at`` when it was set. Its hash tag is the
+    name of ``<ns>:net``, so both are in one Cluster slot and one script sets
+    the table and moves ``ver``; it is a key of its own so the network reload
+    that every quote does does not carry the table (read only when ``cv`` moved).
 ``<ns>:sweeper``  STRING, the expiry sweeper's lease: the token of the process
     that sweeps, with a PX expiry.
+
+Daily capacity (``C = <ns>:{cap}:``, one hash tag)
+--------------------------------------------------
+``C d:<local date>:<node>``  STRING, orders the node released on that local
+    date (ISO), counted on commit; expires a few days later.
+``C r:<reservation id>``     STRING, set when the order was counted: a retried
+    commit counts nothing (even after midnight); expires with the counters.
+One slot, so ``capacity_count.lua`` counts an order at all its nodes in one
+call and a quote reads today's counts with one MGET. Only nodes with a
+``daily_capacity`` are counted, so a network without capacities writes none.
 
 Future supply (``I = <ns>:{inb}:``, one hash tag for the whole inbound book)
 ---------------------------------------------------------------------------
@@ -141,7 +158,7 @@ def shard_tags(shards: int) -> tuple[str, ...]:
 class KeySpace:
     """Key names for one namespace and shard count."""
 
-    __slots__ = ("_prefixes", "meta", "namespace", "net", "shards", "slots", "sweeper", "tags")
+    __slots__ = ("_prefixes", "carriers", "meta", "namespace", "net", "shards", "slots", "sweeper", "tags")
 
     def __init__(self, namespace: str, shards: int) -> None:
         self.namespace = namespace
@@ -152,6 +169,7 @@ class KeySpace:
         self.meta = f"{namespace}:meta"
         self.net = f"{namespace}:net"
         self.sweeper = f"{namespace}:sweeper"
+        self.carriers = f"{{{namespace}:net}}:carriers"
 
     # ------------------------------------------------------------- placement
 
@@ -213,3 +231,11 @@ class KeySpace:
 
     def inbound_node(self, node: str) -> str:
         return f"{self.inbound_prefix}n:{node}"
+
+    # ----------------------------------------------------------- daily capacity
+
+    def capacity_marker(self, reservation_id: str) -> str:
+        return f"{self.namespace}:{{cap}}:r:{reservation_id}"
+
+    def capacity_day(self, node: str, day: str) -> str:
+        return f"{self.namespace}:{{cap}}:d:{day}:{node}"

@@ -73,12 +73,15 @@ def decode_channel(text: str) -> Channel:
 class NetworkCopy:
     """This process's copy of ``<ns>:net``."""
 
-    __slots__ = ("channels", "nodes", "version")
+    __slots__ = ("carrier_version", "channels", "nodes", "version")
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self.channels: dict[str, Channel] = {}
         self.version = -1  # never loaded
+        # The version of the carrier table set through the API (``cv``; 0: never
+        # set). The table itself is a key of its own, read when this moves.
+        self.carrier_version = 0
 
     def load(self, raw: dict[str, str]) -> None:
         """Replace the copy with the fields of ``<ns>:net`` (HGETALL)."""
@@ -91,3 +94,4 @@ class NetworkCopy:
                 channels[field[2:]] = decode_channel(value)
         self.nodes, self.channels = nodes, channels
         self.version = int(raw.get("ver", 0))
+        self.carrier_version = int(raw.get("cv", 0))

@@ -11,8 +11,9 @@ from engine.store.redis.runner import Arg
 
 __all__ = ["ReservationFacts", "ReservePlan", "Line", "line_args", "ms", "seconds"]
 
-# (index, sku, quantity, requested node or '')
-Line = tuple[int, str, int, str]
+# (index, sku, quantity, requested node or ''), and with promise-driven
+# sourcing the candidate count (-1: the channel's order) and the candidates.
+Line = tuple[Arg, ...]
 
 
 def seconds(t: float) -> str:
@@ -50,23 +51,36 @@ class ReservePlan:
     refusal: tuple[str, str, str]  # ('', '', '') or (code, a, b), see reserve.lua
     now: float
     expires_at: float
+    # '' sources in the channel's order; '0'/'1' promise-driven (lines carry
+    # their candidates; '1': whole lines only), see reserve.lua.
+    sourcing: str = ""
 
     @staticmethod
     def canonical_body(
-        channel: str, ttl_s: float, allow_partial: bool, lines: Iterable[tuple[str, int, str | None]]
+        channel: str,
+        ttl_s: float,
+        allow_partial: bool,
+        lines: Iterable[tuple[str, int, str | None]],
+        context: str | None = None,
     ) -> str:
         # Equal exactly when the reference ledger's _same_request says equal
-        # (ttl compared as a float, quantities as ints, no node as null).
-        return json.dumps(
-            [channel, repr(float(ttl_s)), bool(allow_partial), [[s, int(q), n] for s, q, n in lines]],
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        # (ttl compared as a float, quantities as ints, no node as null, the
+        # fulfillment context as text). Without a context the body is what it
+        # was before promise-driven sourcing, so stored reservations still match.
+        body: list[object] = [
+            channel,
+            repr(float(ttl_s)),
+            bool(allow_partial),
+            [[s, int(q), n] for s, q, n in lines],
+        ]
+        if context is not None:
+            body.append(context)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
     @staticmethod
     def facts_from_body(body: str, shards: str) -> ReservationFacts:
         """The facts of a stored reservation, from its directory entry's body and shards."""
-        channel, ttl, allow_partial, lines = json.loads(body)
+        channel, ttl, allow_partial, lines, *_context = json.loads(body)
         return ReservationFacts(
             shards=tuple(int(k) for k in shards.split(",")),
             channel=channel,

@@ -49,6 +49,8 @@ SCRIPT_NAMES = (
     "inbound_remove",
     "inbound_read",
     "inbound_list",
+    "carriers_set",
+    "capacity_count",
 )
 
 _FLAGS = re.compile(r"^-- flags: ([a-z, -]+)$", re.MULTILINE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -21,7 +22,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from engine.config import RedisStoreConfig
 from engine.core.allocation_rules import RuleKind, channel_allowance, resolve_channel_rules
+from engine.core.capacity import CAPACITY_RETENTION_DAYS, capacity_nodes, local_day
 from engine.core.errors import (
+    EtagMismatch,
     FieldViolation,
     InvalidArgument,
     NodeNotEligible,
@@ -39,12 +42,15 @@ from engine.core.future_supply import (
     decode_inbound,
     encode_inbound,
 )
+from engine.core.ledger import usable_candidates
 from engine.core.types import (
     MAX_ON_HAND,
     Channel,
     Node,
     NodeAvailability,
+    RankedSourcing,
     Reservation,
+    ReservationState,
     ReserveRequest,
     SkuAvailability,
     StockChange,
@@ -52,7 +58,7 @@ from engine.core.types import (
     SupplyOp,
 )
 from engine.observability import metrics
-from engine.store.base import AuditReport
+from engine.store.base import AuditReport, CarrierRecord
 from engine.store.clock import MonotonicClock
 from engine.store.redis import replies
 from engine.store.redis.audit import ShardAudit, build_report
@@ -77,6 +83,11 @@ FACTS_CACHE_SIZE = 100_000
 ROWS_PER_CALL = 1_000
 # Holds one sweeper call expires at most (it calls again while there are more).
 SWEEP_LIMIT = 1_000
+
+
+# Deterministic text for the carrier table, so setting the same table twice is
+# recognised by comparing it in the script.
+_CARRIERS_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class NamespaceMismatch(RuntimeError):
@@ -113,6 +124,9 @@ class RedisStore:
         self._cross: CrossSlot | None = None
         self._net = NetworkCopy()
         self._net_lock = asyncio.Lock()
+        # The carrier table set through the API, as of the network's last load
+        # (reloaded from its own key when the network's ``cv`` moves).
+        self._carriers = CarrierRecord()
         self._facts: dict[str, ReservationFacts] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # The shards' expiry totals by (shard, channel) at the last sweep (see _report_expiries).
@@ -268,7 +282,9 @@ class RedisStore:
     def _sold_out(self, plan: ReservePlan, request: ReserveRequest) -> tuple[Shortfall, ...] | None:
         """The sold-out fast path's verdict: shortfalls when the view is sure the reserve fails."""
         view = self.view
-        if view is None or plan.refusal[0]:
+        if view is None or plan.refusal[0] or request.sourcing is not None:
+            # Promise-driven sourcing takes lines from its ranked candidates
+            # only: the view's verdict over the channel's nodes does not apply.
             return None
         written = max((self._wrote_at.get(k, -1.0) for k in plan.facts.shards), default=-1.0)
         if not view.covers(written):
@@ -321,9 +337,18 @@ class RedisStore:
         async with self._net_lock:
             raw = await self._guard(self.client.hgetall(self._keys.net))
             self._net.load(raw)
+            if self._net.carrier_version != self._carriers.version:
+                self._carriers = await self._read_carriers()
             self._network_reloads += 1
             if self.view is not None:
                 self.view.set_network(self._net.nodes.values(), self._net.channels.values())
+
+    async def _read_carriers(self) -> CarrierRecord:
+        stored = await self._guard(self.client.hgetall(self._keys.carriers))
+        if not stored:
+            return CarrierRecord()
+        document = json.loads(stored["doc"]) if "doc" in stored else None
+        return CarrierRecord(document, int(stored["v"]), float(stored["at"]))
 
     async def _check_network_version(self) -> None:
         version = await self._guard(self.client.hget(self._keys.net, "ver"))
@@ -374,6 +399,60 @@ class RedisStore:
         self._check_open()
         await self._reload_network()
         return [node for _, node in sorted(self._net.nodes.items())]
+
+    async def carrier_table(self) -> CarrierRecord:
+        self._check_open()
+        # One HGET when nothing changed (a quote asks right after listing nodes).
+        await self._check_network_version()
+        return self._carriers
+
+    async def set_carrier_table(
+        self, document: dict[str, Any] | None, *, expected_version: int | None = None
+    ) -> CarrierRecord:
+        runner = self._check_open()
+        text = "" if document is None else _CARRIERS_ENCODER.encode(document)
+        now = self._now()
+        expected = "" if expected_version is None else str(int(expected_version))
+        reply = await runner.call(
+            "carriers_set", [self._keys.net, self._keys.carriers], [expected, text, repr(now)]
+        )
+        if reply[0] == "STALE":
+            raise EtagMismatch(
+                f"the carrier table is at version {reply[1]}, not {expected_version}; "
+                "read it again and reapply the change"
+            )
+        if reply[0] == "SAME":
+            if int(reply[1]) != self._carriers.version:
+                await self._reload_network()
+            return self._carriers
+        self._carriers = CarrierRecord(document, int(reply[1]), now)
+        self._adopt_network_change(["OK", reply[2]], lambda: None)
+        if self._net.version == int(reply[2]):
+            self._net.carrier_version = self._carriers.version
+        return self._carriers
+
+    async def released(self, days: Sequence[tuple[str, str]]) -> list[int]:
+        self._check_open()
+        if not days:
+            return []
+        keys = [self._keys.capacity_day(node, day) for node, day in days]
+        counts = await self._guard(self.client.mget(keys))
+        return [int(c or 0) for c in counts]
+
+    async def _count_release(self, reservation: Reservation) -> None:
+        """Count a committed order against its nodes' daily capacity, once
+        (capacity_count.lua keeps a marker per reservation, so a retried commit
+        counts nothing). After the commit: the ledger scripts stay as they are."""
+        if reservation.state != ReservationState.COMMITTED:
+            return
+        nodes = capacity_nodes(reservation, self._net.nodes)
+        if not nodes:
+            return
+        runner = self._check_open()
+        now = self._now()
+        keys = [self._keys.capacity_marker(reservation.id)]
+        keys += [self._keys.capacity_day(n, local_day(self._net.nodes[n].time_zone, now)) for n in nodes]
+        await runner.call("capacity_count", keys, [CAPACITY_RETENTION_DAYS * 86_400])
 
     async def list_channels(self) -> list[Channel]:
         self._check_open()
@@ -471,6 +550,13 @@ class RedisStore:
             )
         for i, line in enumerate(request.lines):
             _check_sku(line.sku, f"lines[{i}].sku")
+        if request.sourcing is not None and len(request.sourcing.candidates) != len(request.lines):
+            # As the ledgers refuse it.
+            count = len(request.sourcing.candidates)
+            raise InvalidArgument(
+                "give one candidate list per line",
+                (FieldViolation("candidates", f"{count} candidate lists for {len(request.lines)} lines"),),
+            )
         await self._knows(channels=[channel], nodes=(line.node for line in request.lines if line.node))
         plan = self._plan(request)
         facts = plan.facts
@@ -510,10 +596,12 @@ class RedisStore:
         for ruled_node, (kind, value) in rules.items():
             rule_args += [ruled_node, kind, value]
         lines_by_shard: dict[int, list[Line]] = {}
+        sourcing = request.sourcing
         for i, (sku, quantity, node) in enumerate(request.lines):
-            lines_by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(
-                (i, sku, int(quantity), node or "")
-            )
+            line: Line = (i, sku, int(quantity), node or "")
+            if sourcing is not None:
+                line += _ranked_args(sourcing, i, node, eligible)
+            lines_by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(line)
         ttl_s = float(request.ttl_s)
         facts = ReservationFacts(
             shards=tuple(sorted(lines_by_shard)),
@@ -525,7 +613,9 @@ class RedisStore:
         now = self._now()
         plan = ReservePlan(
             reservation_id=rid,
-            body=ReservePlan.canonical_body(channel, ttl_s, facts.allow_partial, request.lines),
+            body=ReservePlan.canonical_body(
+                channel, ttl_s, facts.allow_partial, request.lines, sourcing.context if sourcing else None
+            ),
             facts=facts,
             lines_by_shard=lines_by_shard,
             groups=self._groups(lines_by_shard),
@@ -535,6 +625,7 @@ class RedisStore:
             now=now,
             # Computed as the reference ledger does (now + ttl), before anything is written.
             expires_at=now + ttl_s,
+            sourcing="" if sourcing is None else "1" if sourcing.whole_lines else "0",
         )
         return plan
 
@@ -567,7 +658,8 @@ class RedisStore:
                 ms(plan.now), self._feedmax, rid, plan.body, int(facts.allow_partial),
                 seconds(plan.now), seconds(plan.expires_at), ms(plan.expires_at),
                 ",".join(map(str, facts.shards)), *plan.refusal,
-                len(plan.eligible), *plan.eligible, facts.channel, *plan.rule_args, *plan.group_args(shards),
+                len(plan.eligible), *plan.eligible, facts.channel, *plan.rule_args, plan.sourcing,
+                *plan.group_args(shards),
             ],
         )  # fmt: skip
 
@@ -638,7 +730,14 @@ class RedisStore:
         return replies.assemble_reservation(rid, facts.channel, facts.ttl_s, facts.allow_partial, reply[1])
 
     async def commit(self, reservation_id: str) -> Reservation:
-        return await self._by_id("commit", reservation_id, ())
+        reservation = await self._by_id("commit", reservation_id, ())
+        try:
+            await self._count_release(reservation)
+        except StoreUnavailable as exc:
+            # The order is committed: say so. Capacity only moves promise
+            # dates, so a count lost to an outage costs an optimistic date.
+            log.warning("commit of %s not counted against daily capacity: %s", reservation_id, exc)
+        return reservation
 
     async def release(self, reservation_id: str, line_indexes: Sequence[int] | None) -> Reservation:
         return await self._by_id("release", reservation_id, _index_args(line_indexes))
@@ -952,6 +1051,18 @@ def _usage(text: str) -> dict[str, int]:
         return {}
     parts = text.split("\t")
     return {parts[i]: int(parts[i + 1]) for i in range(0, len(parts), 2)}
+
+
+def _ranked_args(sourcing: RankedSourcing, index: int, node: str | None, eligible: Sequence[str]) -> Line:
+    """A line's candidates for the reserve scripts: count (-1: the channel's
+    order), then the nodes, filtered as the ledgers filter them (eligible for
+    the channel by this process's network copy, each once) so the script never
+    counts a row twice."""
+    ranked = sourcing.candidates[index]
+    if node is not None or ranked is None:
+        return (-1,)
+    usable = usable_candidates(ranked, eligible)
+    return (len(usable), *usable)
 
 
 def _index_args(line_indexes: Sequence[int] | None) -> list[Arg]:

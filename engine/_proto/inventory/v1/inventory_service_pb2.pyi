@@ -48,18 +48,34 @@ SUPPLY_SOURCE_TRANSFER: SupplySource
 SUPPLY_SOURCE_INBOUND: SupplySource
 
 class ReserveRequest(_message.Message):
-    __slots__ = ("reservation_id", "channel", "lines", "ttl", "allow_partial")
+    __slots__ = ("reservation_id", "channel", "lines", "ttl", "allow_partial", "fulfillment")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    FULFILLMENT_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     channel: str
     lines: _containers.RepeatedCompositeFieldContainer[LineRequest]
     ttl: _duration_pb2.Duration
     allow_partial: bool
-    def __init__(self, reservation_id: _Optional[str] = ..., channel: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[LineRequest, _Mapping]]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+    fulfillment: FulfillmentContext
+    def __init__(self, reservation_id: _Optional[str] = ..., channel: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[LineRequest, _Mapping]]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_partial: _Optional[bool] = ..., fulfillment: _Optional[_Union[FulfillmentContext, _Mapping]] = ...) -> None: ...
+
+class FulfillmentContext(_message.Message):
+    __slots__ = ("method", "destination", "pickup_store", "service_level", "allow_split")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_STORE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    method: FulfillmentMethod
+    destination: Destination
+    pickup_store: str
+    service_level: str
+    allow_split: bool
+    def __init__(self, method: _Optional[_Union[FulfillmentMethod, str]] = ..., destination: _Optional[_Union[Destination, _Mapping]] = ..., pickup_store: _Optional[str] = ..., service_level: _Optional[str] = ..., allow_split: _Optional[bool] = ...) -> None: ...
 
 class LineRequest(_message.Message):
     __slots__ = ("sku", "quantity", "node")
@@ -92,7 +108,7 @@ class Reservation(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., channel: _Optional[str] = ..., state: _Optional[_Union[ReservationState, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., allow_partial: _Optional[bool] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReservationLine(_message.Message):
-    __slots__ = ("line_index", "sku", "requested_quantity", "requested_node", "allocations", "allocated_quantity", "state")
+    __slots__ = ("line_index", "sku", "requested_quantity", "requested_node", "allocations", "allocated_quantity", "state", "promise_date", "ready_time", "ready_time_zone")
     LINE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +116,9 @@ class ReservationLine(_message.Message):
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     ALLOCATED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    READY_TIME_FIELD_NUMBER: _ClassVar[int]
+    READY_TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     line_index: int
     sku: str
     requested_quantity: int
@@ -107,15 +126,22 @@ class ReservationLine(_message.Message):
     allocations: _containers.RepeatedCompositeFieldContainer[Allocation]
     allocated_quantity: int
     state: ReservationState
-    def __init__(self, line_index: _Optional[int] = ..., sku: _Optional[str] = ..., requested_quantity: _Optional[int] = ..., requested_node: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., allocated_quantity: _Optional[int] = ..., state: _Optional[_Union[ReservationState, str]] = ...) -> None: ...
+    promise_date: _date_pb2.Date
+    ready_time: _timestamp_pb2.Timestamp
+    ready_time_zone: str
+    def __init__(self, line_index: _Optional[int] = ..., sku: _Optional[str] = ..., requested_quantity: _Optional[int] = ..., requested_node: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., allocated_quantity: _Optional[int] = ..., state: _Optional[_Union[ReservationState, str]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time_zone: _Optional[str] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("node", "quantity")
+    __slots__ = ("node", "quantity", "promise_date", "ready_time")
     NODE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    READY_TIME_FIELD_NUMBER: _ClassVar[int]
     node: str
     quantity: int
-    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
+    promise_date: _date_pb2.Date
+    ready_time: _timestamp_pb2.Timestamp
+    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("reservation_id",)

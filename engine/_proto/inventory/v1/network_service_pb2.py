@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from google.type import dayofweek_pb2 as google_dot_type_dot_dayofweek__pb2
 from google.type import timeofday_pb2 as google_dot_type_dot_timeofday__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"inventory/v1/network_service.proto\x12\x0cinventory.v1\x1a\x16google/type/date.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a\x1bgoogle/type/timeofday.proto\"\xfa\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.inventory.v1.NodeType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08latitude\x18\x05 \x01(\x01\x12\x11\n\tlongitude\x18\x06 \x01(\x01\x12\x11\n\ttime_zone\x18\x07 \x01(\t\x12\x34\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x1e.inventory.v1.NodeCapabilities\x12\x15\n\rpostal_prefix\x18\t \x01(\t\x12\x17\n\x0fprocessing_days\x18\n \x01(\x05\x12\x1b\n\x0epickup_minutes\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12&\n\x06\x63utoff\x18\x0c \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08opens_at\x18\r \x01(\x0b\x32\x16.google.type.TimeOfDay\x12-\n\ropen_weekdays\x18\x0e \x03(\x0e\x32\x16.google.type.DayOfWeek\x12#\n\x08holidays\x18\x0f \x03(\x0b\x32\x11.google.type.Date\x12\x1b\n\x0e\x64\x61ily_capacity\x18\x10 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_pickup_minutesB\x11\n\x0f_daily_capacity\"I\n\x10NodeCapabilities\x12\x0c\n\x04ship\x18\x01 \x01(\x08\x12\x0e\n\x06pickup\x18\x02 \x01(\x08\x12\x17\n\x0fship_from_store\x18\x03 \x01(\x08\"j\n\x07\x43hannel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x36\n\x10\x61llocation_rules\x18\x04 \x03(\x0b\x32\x1c.inventory.v1.AllocationRule\"\x9a\x01\n\x0e\x41llocationRule\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .inventory.v1.AllocationRuleKind\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12)\n\tnode_type\x18\x04 \x01(\x0e\x32\x16.inventory.v1.NodeType\x12\x10\n\x08protects\x18\x05 \x01(\t\"5\n\x11UpsertNodeRequest\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.inventory.v1.Node\">\n\x14UpsertChannelRequest\x12&\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x15.inventory.v1.Channel\"\x12\n\x10ListNodesRequest\"6\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.inventory.v1.Node\"\x15\n\x13ListChannelsRequest\"?\n\x14ListChannelsResponse\x12\'\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x15.inventory.v1.Channel*b\n\x08NodeType\x12\x19\n\x15NODE_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cNODE_TYPE_DC\x10\x01\x12\x13\n\x0fNODE_TYPE_STORE\x10\x02\x12\x14\n\x10NODE_TYPE_VENDOR\x10\x03*\x9a\x01\n\x12\x41llocationRuleKind\x12$\n ALLOCATION_RULE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41LLOCATION_RULE_KIND_SHARE\x10\x01\x12\x1c\n\x18\x41LLOCATION_RULE_KIND_CAP\x10\x02\x12 \n\x1c\x41LLOCATION_RULE_KIND_PROTECT\x10\x03\x32\xc4\x02\n\x0eNetworkService\x12\x41\n\nUpsertNode\x12\x1f.inventory.v1.UpsertNodeRequest\x1a\x12.inventory.v1.Node\x12J\n\rUpsertChannel\x12\".inventory.v1.UpsertChannelRequest\x1a\x15.inventory.v1.Channel\x12L\n\tListNodes\x12\x1e.inventory.v1.ListNodesRequest\x1a\x1f.inventory.v1.ListNodesResponse\x12U\n\x0cListChannels\x12!.inventory.v1.ListChannelsRequest\x1a\".inventory.v1.ListChannelsResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"inventory/v1/network_service.proto\x12\x0cinventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a\x1bgoogle/type/timeofday.proto\"\xfa\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.inventory.v1.NodeType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08latitude\x18\x05 \x01(\x01\x12\x11\n\tlongitude\x18\x06 \x01(\x01\x12\x11\n\ttime_zone\x18\x07 \x01(\t\x12\x34\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x1e.inventory.v1.NodeCapabilities\x12\x15\n\rpostal_prefix\x18\t \x01(\t\x12\x17\n\x0fprocessing_days\x18\n \x01(\x05\x12\x1b\n\x0epickup_minutes\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12&\n\x06\x63utoff\x18\x0c \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08opens_at\x18\r \x01(\x0b\x32\x16.google.type.TimeOfDay\x12-\n\ropen_weekdays\x18\x0e \x03(\x0e\x32\x16.google.type.DayOfWeek\x12#\n\x08holidays\x18\x0f \x03(\x0b\x32\x11.google.type.Date\x12\x1b\n\x0e\x64\x61ily_capacity\x18\x10 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_pickup_minutesB\x11\n\x0f_daily_capacity\"I\n\x10NodeCapabilities\x12\x0c\n\x04ship\x18\x01 \x01(\x08\x12\x0e\n\x06pickup\x18\x02 \x01(\x08\x12\x17\n\x0fship_from_store\x18\x03 \x01(\x08\"j\n\x07\x43hannel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x36\n\x10\x61llocation_rules\x18\x04 \x03(\x0b\x32\x1c.inventory.v1.AllocationRule\"\x9a\x01\n\x0e\x41llocationRule\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .inventory.v1.AllocationRuleKind\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12)\n\tnode_type\x18\x04 \x01(\x0e\x32\x16.inventory.v1.NodeType\x12\x10\n\x08protects\x18\x05 \x01(\t\"5\n\x11UpsertNodeRequest\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.inventory.v1.Node\">\n\x14UpsertChannelRequest\x12&\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x15.inventory.v1.Channel\"\x12\n\x10ListNodesRequest\"6\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.inventory.v1.Node\"\x15\n\x13ListChannelsRequest\"?\n\x14ListChannelsResponse\x12\'\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x15.inventory.v1.Channel\"\xb3\x02\n\x0c\x43\x61rrierTable\x12,\n\x07regions\x18\x01 \x03(\x0b\x32\x1b.inventory.v1.CarrierRegion\x12\x36\n\x10postal_centroids\x18\x02 \x03(\x0b\x32\x1c.inventory.v1.PostalCentroid\x12\x18\n\x10transfer_service\x18\x03 \x01(\t\x12\x32\n\x0eservice_levels\x18\x04 \x03(\x0b\x32\x1a.inventory.v1.ServiceLevel\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x30\n\x06source\x18\x06 \x01(\x0e\x32 .inventory.v1.CarrierTableSource\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\rCarrierRegion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fpostal_prefixes\x18\x02 \x03(\t\"L\n\x0ePostalCentroid\x12\x15\n\rpostal_prefix\x18\x01 \x01(\t\x12\x10\n\x08latitude\x18\x02 \x01(\x01\x12\x11\n\tlongitude\x18\x03 \x01(\x01\"\xfe\x01\n\x0cServiceLevel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\rdelivery_days\x18\x03 \x03(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\x07transit\x18\x04 \x03(\x0b\x32\x19.inventory.v1.TransitTime\x12\x32\n\x0e\x64istance_bands\x18\x05 \x03(\x0b\x32\x1a.inventory.v1.DistanceBand\x12\x19\n\x0c\x64\x65\x66\x61ult_days\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08internal\x18\x07 \x01(\x08\x42\x0f\n\r_default_days\"C\n\x0bTransitTime\x12\x13\n\x0b\x66rom_region\x18\x01 \x01(\t\x12\x11\n\tto_region\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x03 \x01(\x05\",\n\x0c\x44istanceBand\x12\x0e\n\x06max_km\x18\x01 \x01(\x01\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\"\x18\n\x16GetCarrierTableRequest\"K\n\x16SetCarrierTableRequest\x12\x31\n\rcarrier_table\x18\x01 \x01(\x0b\x32\x1a.inventory.v1.CarrierTable\"(\n\x18ResetCarrierTableRequest\x12\x0c\n\x04\x65tag\x18\x01 \x01(\t*b\n\x08NodeType\x12\x19\n\x15NODE_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cNODE_TYPE_DC\x10\x01\x12\x13\n\x0fNODE_TYPE_STORE\x10\x02\x12\x14\n\x10NODE_TYPE_VENDOR\x10\x03*\x9a\x01\n\x12\x41llocationRuleKind\x12$\n ALLOCATION_RULE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41LLOCATION_RULE_KIND_SHARE\x10\x01\x12\x1c\n\x18\x41LLOCATION_RULE_KIND_CAP\x10\x02\x12 \n\x1c\x41LLOCATION_RULE_KIND_PROTECT\x10\x03*y\n\x12\x43\x61rrierTableSource\x12$\n CARRIER_TABLE_SOURCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43\x41RRIER_TABLE_SOURCE_SERVER\x10\x01\x12\x1c\n\x18\x43\x41RRIER_TABLE_SOURCE_API\x10\x02\x32\xc7\x04\n\x0eNetworkService\x12\x41\n\nUpsertNode\x12\x1f.inventory.v1.UpsertNodeRequest\x1a\x12.inventory.v1.Node\x12J\n\rUpsertChannel\x12\".inventory.v1.UpsertChannelRequest\x1a\x15.inventory.v1.Channel\x12L\n\tListNodes\x12\x1e.inventory.v1.ListNodesRequest\x1a\x1f.inventory.v1.ListNodesResponse\x12U\n\x0cListChannels\x12!.inventory.v1.ListChannelsRequest\x1a\".inventory.v1.ListChannelsResponse\x12S\n\x0fGetCarrierTable\x12$.inventory.v1.GetCarrierTableRequest\x1a\x1a.inventory.v1.CarrierTable\x12S\n\x0fSetCarrierTable\x12$.inventory.v1.SetCarrierTableRequest\x1a\x1a.inventory.v1.CarrierTable\x12W\n\x11ResetCarrierTable\x12&.inventory.v1.ResetCarrierTableRequest\x1a\x1a.inventory.v1.CarrierTableB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +36,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inventory.v1.network_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020com.inventory.v1P\001Z\030inventory/v1;inventoryv1'
-  _globals['_NODETYPE']._serialized_start=1266
-  _globals['_NODETYPE']._serialized_end=1364
-  _globals['_ALLOCATIONRULEKIND']._serialized_start=1367
-  _globals['_ALLOCATIONRULEKIND']._serialized_end=1521
-  _globals['_NODE']._serialized_start=135
-  _globals['_NODE']._serialized_end=641
-  _globals['_NODECAPABILITIES']._serialized_start=643
-  _globals['_NODECAPABILITIES']._serialized_end=716
-  _globals['_CHANNEL']._serialized_start=718
-  _globals['_CHANNEL']._serialized_end=824
-  _globals['_ALLOCATIONRULE']._serialized_start=827
-  _globals['_ALLOCATIONRULE']._serialized_end=981
-  _globals['_UPSERTNODEREQUEST']._serialized_start=983
-  _globals['_UPSERTNODEREQUEST']._serialized_end=1036
-  _globals['_UPSERTCHANNELREQUEST']._serialized_start=1038
-  _globals['_UPSERTCHANNELREQUEST']._serialized_end=1100
-  _globals['_LISTNODESREQUEST']._serialized_start=1102
-  _globals['_LISTNODESREQUEST']._serialized_end=1120
-  _globals['_LISTNODESRESPONSE']._serialized_start=1122
-  _globals['_LISTNODESRESPONSE']._serialized_end=1176
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=1178
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=1199
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1201
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1264
-  _globals['_NETWORKSERVICE']._serialized_start=1524
-  _globals['_NETWORKSERVICE']._serialized_end=1848
+  _globals['_NODETYPE']._serialized_start=2260
+  _globals['_NODETYPE']._serialized_end=2358
+  _globals['_ALLOCATIONRULEKIND']._serialized_start=2361
+  _globals['_ALLOCATIONRULEKIND']._serialized_end=2515
+  _globals['_CARRIERTABLESOURCE']._serialized_start=2517
+  _globals['_CARRIERTABLESOURCE']._serialized_end=2638
+  _globals['_NODE']._serialized_start=168
+  _globals['_NODE']._serialized_end=674
+  _globals['_NODECAPABILITIES']._serialized_start=676
+  _globals['_NODECAPABILITIES']._serialized_end=749
+  _globals['_CHANNEL']._serialized_start=751
+  _globals['_CHANNEL']._serialized_end=857
+  _globals['_ALLOCATIONRULE']._serialized_start=860
+  _globals['_ALLOCATIONRULE']._serialized_end=1014
+  _globals['_UPSERTNODEREQUEST']._serialized_start=1016
+  _globals['_UPSERTNODEREQUEST']._serialized_end=1069
+  _globals['_UPSERTCHANNELREQUEST']._serialized_start=1071
+  _globals['_UPSERTCHANNELREQUEST']._serialized_end=1133
+  _globals['_LISTNODESREQUEST']._serialized_start=1135
+  _globals['_LISTNODESREQUEST']._serialized_end=1153
+  _globals['_LISTNODESRESPONSE']._serialized_start=1155
+  _globals['_LISTNODESRESPONSE']._serialized_end=1209
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=1211
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=1232
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1234
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1297
+  _globals['_CARRIERTABLE']._serialized_start=1300
+  _globals['_CARRIERTABLE']._serialized_end=1607
+  _globals['_CARRIERREGION']._serialized_start=1609
+  _globals['_CARRIERREGION']._serialized_end=1663
+  _globals['_POSTALCENTROID']._serialized_start=1665
+  _globals['_POSTALCENTROID']._serialized_end=1741
+  _globals['_SERVICELEVEL']._serialized_start=1744
+  _globals['_SERVICELEVEL']._serialized_end=1998
+  _globals['_TRANSITTIME']._serialized_start=2000
+  _globals['_TRANSITTIME']._serialized_end=2067
+  _globals['_DISTANCEBAND']._serialized_start=2069
+  _globals['_DISTANCEBAND']._serialized_end=2113
+  _globals['_GETCARRIERTABLEREQUEST']._serialized_start=2115
+  _globals['_GETCARRIERTABLEREQUEST']._serialized_end=2139
+  _globals['_SETCARRIERTABLEREQUEST']._serialized_start=2141
+  _globals['_SETCARRIERTABLEREQUEST']._serialized_end=2216
+  _globals['_RESETCARRIERTABLEREQUEST']._serialized_start=2218
+  _globals['_RESETCARRIERTABLEREQUEST']._serialized_end=2258
+  _globals['_NETWORKSERVICE']._serialized_start=2641
+  _globals['_NETWORKSERVICE']._serialized_end=3224
 # @@protoc_insertion_point(module_scope)

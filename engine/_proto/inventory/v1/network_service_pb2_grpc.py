@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class NetworkServiceStub:
-    """Defines nodes and channels. Lists are not paginated: a network is at most a
-    few thousand nodes and a handful of channels.
+    """Defines nodes, channels and the carrier table. Lists are not paginated: a
+    network is at most a few thousand nodes and a handful of channels.
     """
 
     def __init__(self, channel):
@@ -56,11 +56,26 @@ class NetworkServiceStub:
                 request_serializer=inventory_dot_v1_dot_network__service__pb2.ListChannelsRequest.SerializeToString,
                 response_deserializer=inventory_dot_v1_dot_network__service__pb2.ListChannelsResponse.FromString,
                 _registered_method=True)
+        self.GetCarrierTable = channel.unary_unary(
+                '/inventory.v1.NetworkService/GetCarrierTable',
+                request_serializer=inventory_dot_v1_dot_network__service__pb2.GetCarrierTableRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_network__service__pb2.CarrierTable.FromString,
+                _registered_method=True)
+        self.SetCarrierTable = channel.unary_unary(
+                '/inventory.v1.NetworkService/SetCarrierTable',
+                request_serializer=inventory_dot_v1_dot_network__service__pb2.SetCarrierTableRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_network__service__pb2.CarrierTable.FromString,
+                _registered_method=True)
+        self.ResetCarrierTable = channel.unary_unary(
+                '/inventory.v1.NetworkService/ResetCarrierTable',
+                request_serializer=inventory_dot_v1_dot_network__service__pb2.ResetCarrierTableRequest.SerializeToString,
+                response_deserializer=inventory_dot_v1_dot_network__service__pb2.CarrierTable.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
-    """Defines nodes and channels. Lists are not paginated: a network is at most a
-    few thousand nodes and a handful of channels.
+    """Defines nodes, channels and the carrier table. Lists are not paginated: a
+    network is at most a few thousand nodes and a handful of channels.
     """
 
     def UpsertNode(self, request, context):
@@ -92,6 +107,36 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCarrierTable(self, request, context):
+        """Returns the carrier table in force: the one set with SetCarrierTable,
+        else the one the server was started with (`serve --carriers FILE`, else
+        the engine's sample table). The carrier table is a singleton (AIP-156).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCarrierTable(self, request, context):
+        """Replaces the whole carrier table: every region, centroid and service
+        level at once, since transit matrices are only consistent as a unit. It
+        takes precedence over the server's table for every engine process
+        sharing the store, and survives restarts. With the `etag` of a previous
+        Get or Set, the table is replaced only if it has not changed since
+        (AIP-154), else ABORTED with reason ETAG_MISMATCH. Setting the table in
+        force again writes nothing and keeps its etag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetCarrierTable(self, request, context):
+        """Drops the table set with SetCarrierTable: the server's own applies again.
+        Returns that table.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +160,21 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     request_deserializer=inventory_dot_v1_dot_network__service__pb2.ListChannelsRequest.FromString,
                     response_serializer=inventory_dot_v1_dot_network__service__pb2.ListChannelsResponse.SerializeToString,
             ),
+            'GetCarrierTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCarrierTable,
+                    request_deserializer=inventory_dot_v1_dot_network__service__pb2.GetCarrierTableRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_network__service__pb2.CarrierTable.SerializeToString,
+            ),
+            'SetCarrierTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCarrierTable,
+                    request_deserializer=inventory_dot_v1_dot_network__service__pb2.SetCarrierTableRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_network__service__pb2.CarrierTable.SerializeToString,
+            ),
+            'ResetCarrierTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetCarrierTable,
+                    request_deserializer=inventory_dot_v1_dot_network__service__pb2.ResetCarrierTableRequest.FromString,
+                    response_serializer=inventory_dot_v1_dot_network__service__pb2.CarrierTable.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'inventory.v1.NetworkService', rpc_method_handlers)
@@ -124,8 +184,8 @@ def add_NetworkServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NetworkService:
-    """Defines nodes and channels. Lists are not paginated: a network is at most a
-    few thousand nodes and a handful of channels.
+    """Defines nodes, channels and the carrier table. Lists are not paginated: a
+    network is at most a few thousand nodes and a handful of channels.
     """
 
     @staticmethod
@@ -226,6 +286,87 @@ class NetworkService:
             '/inventory.v1.NetworkService/ListChannels',
             inventory_dot_v1_dot_network__service__pb2.ListChannelsRequest.SerializeToString,
             inventory_dot_v1_dot_network__service__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCarrierTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.NetworkService/GetCarrierTable',
+            inventory_dot_v1_dot_network__service__pb2.GetCarrierTableRequest.SerializeToString,
+            inventory_dot_v1_dot_network__service__pb2.CarrierTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCarrierTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.NetworkService/SetCarrierTable',
+            inventory_dot_v1_dot_network__service__pb2.SetCarrierTableRequest.SerializeToString,
+            inventory_dot_v1_dot_network__service__pb2.CarrierTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetCarrierTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.NetworkService/ResetCarrierTable',
+            inventory_dot_v1_dot_network__service__pb2.ResetCarrierTableRequest.SerializeToString,
+            inventory_dot_v1_dot_network__service__pb2.CarrierTable.FromString,
             options,
             channel_credentials,
             insecure,

@@ -424,12 +424,14 @@ local function read_rules()
 end
 
 -- The reference ledger's sourcing: the first candidate that covers the whole
--- line, else greedily across candidates in priority order. Rows are read one
--- candidate at a time, so the usual case (the first node has the units) reads
--- one. `taken` holds what earlier lines of the same request took, by row.
--- Where the channel `ch` has a rule, a node gives its allowance, not its ATP
--- (what this request took counts as the channel's).
-local function source(p, sku, qty, candidates, taken, rules, ch)
+-- line, else (unless `whole`: no split) greedily across candidates in their
+-- order. Rows are read one candidate at a time, so the usual case (the first
+-- node has the units) reads one. `taken` holds what earlier lines of the same
+-- request took, by row. Where the channel `ch` has a rule, a node gives its
+-- allowance, not its ATP (what this request took counts as the channel's).
+-- Candidates never repeat a node (the engine filters explicit lists as the
+-- ledgers do), so no row's ATP is counted twice.
+local function source(p, sku, qty, candidates, taken, rules, ch, whole)
   local free = {}
   for _, node in ipairs(candidates) do
     local r = row(p, sku, node)
@@ -446,6 +448,7 @@ local function source(p, sku, qty, candidates, taken, rules, ch)
       free[#free + 1] = {node, atp, r}
     end
   end
+  if whole then return {} end
   local alloc, remaining = {}, qty
   for _, f in ipairs(free) do
     local q = math.min(f[2], remaining)
@@ -456,24 +459,43 @@ local function source(p, sku, qty, candidates, taken, rules, ch)
   return alloc
 end
 
--- Reads the lines of one shard group from ARGV: count, then (index, sku, qty, node)*.
-local function read_lines()
+-- The sourcing mode of a reserve, from ARGV: '' (the channel's order), or
+-- promise-driven sourcing: '0' (lines may split) or '1' (whole lines only),
+-- whose lines carry their ranked candidates (see read_lines).
+local function read_sourcing()
+  local mode = arg()
+  return mode ~= '', mode == '1'
+end
+
+-- Reads the lines of one shard group from ARGV: count, then (index, sku, qty,
+-- node)*; with `ranked`, each line continues with a candidate count (-1: the
+-- channel's order) and the candidates.
+local function read_lines(ranked)
   local n = arg_num()
   local lines = {}
   for i = 1, n do
-    lines[i] = {idx = arg_num(), sku = arg(), qty = arg_num(), node = arg()}
+    local l = {idx = arg_num(), sku = arg(), qty = arg_num(), node = arg()}
+    if ranked then
+      local count = arg_num()
+      if count >= 0 then
+        local cands = {}
+        for j = 1, count do cands[j] = arg() end
+        l.cands = cands
+      end
+    end
+    lines[i] = l
   end
   return lines
 end
 
 -- Plans holds for the lines of one shard: allocations and shortfalls, no writes.
 -- Returns whether anything was allocated.
-local function plan_lines(p, lines, eligible, taken, shortfalls, rules, ch)
+local function plan_lines(p, lines, eligible, taken, shortfalls, rules, ch, whole)
   local any = false
   for _, l in ipairs(lines) do
-    local candidates = eligible
+    local candidates = l.cands or eligible
     if l.node ~= '' then candidates = {l.node} end
-    l.alloc = source(p, l.sku, l.qty, candidates, taken, rules, ch)
+    l.alloc = source(p, l.sku, l.qty, candidates, taken, rules, ch, whole)
     local allocated = 0
     for _, a in ipairs(l.alloc) do
       allocated = allocated + a[2]

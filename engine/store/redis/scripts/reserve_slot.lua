@@ -7,8 +7,9 @@
 -- KEYS     one `x` key per shard of this slot holding lines
 -- ARGV     now_ms, feed_maxlen, rid, created_at, expires_at, expires_ms, owner,
 --          allow_partial (0/1), eligible_count, eligible..., channel, rule_count,
---          (node, kind, value)* (as reserve.lua), then per shard:
---          line count, (index, sku, quantity, requested node or '')*
+--          (node, kind, value)*, sourcing (as reserve.lua), then per shard:
+--          line count, (index, sku, quantity, requested node or '')* (and
+--          candidates, as reserve.lua)
 -- Returns  {'OK', took (0/1: any units held in this slot), {shortfall...}, {sub...}}
 --          {'OOS', {{index, sku, requested, available}...}}  (nothing written)
 local now, feedmax = arg(), arg()
@@ -17,6 +18,7 @@ local eligible = {}
 for i = 1, arg_num() do eligible[i] = arg() end
 local channel = arg()
 local rules = read_rules()
+local ranked, whole = read_sourcing()
 
 local prefixes, existing = {}, {}
 for i = 1, #KEYS do
@@ -38,12 +40,12 @@ flush_rows(feedmax)
 
 local groups, shortfalls, taken, took = {}, {}, {}, false
 for i, p in ipairs(prefixes) do
-  groups[i] = read_lines()
+  groups[i] = read_lines(ranked)
   if existing[i] then
     for _, l in ipairs(existing[i].lines) do
       if #l.alloc > 0 then took = true end
     end
-  elseif plan_lines(p, groups[i], eligible, taken, shortfalls, rules, channel) then
+  elseif plan_lines(p, groups[i], eligible, taken, shortfalls, rules, channel, whole) then
     took = true
   end
 end
