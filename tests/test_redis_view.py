@@ -11,8 +11,9 @@ import pytest
 import pytest_asyncio
 from store_helpers import Backing, adjust, backing_for, build_store, close_stores, req, seed, store_params
 
+from engine.core.allocation_rules import AllocationRule, RuleKind
 from engine.core.errors import OutOfStock
-from engine.core.types import ReservationState
+from engine.core.types import Channel, LineRequest, ReservationState, ReserveRequest
 from engine.store.redis import RedisStore
 
 pytestmark = [pytest.mark.asyncio]
@@ -177,3 +178,22 @@ async def test_availability_is_served_from_the_view_and_reads_this_process_write
     (level,) = await store.availability(["sku-b"], "web", None, False)
     assert level.atp == 1
     assert store.view_availability_reads == answered + 1
+
+
+async def test_a_channel_created_by_another_process_is_seen_with_its_counters(open_store: Opener) -> None:
+    """The feed carries every channel's units; a process that learns of a
+    channel after its units moved must still show its allowance, not its rule's
+    full quota (the counters are only sent again when they change)."""
+    store = await open_store()
+    other = await open_store()
+    truth = await open_store(view=False)
+    await seed(other)  # sku-a: 20 units at dc1
+    cap = AllocationRule(channel="marketplace:x", kind=RuleKind.CAP, value=5)
+    capped = Channel("marketplace:x", ("dc1",), allocation_rules=(cap,))
+    await other.upsert_channel(capped)
+    await other.reserve(ReserveRequest("mx-1", "marketplace:x", (LineRequest("sku-a", 4),), 600.0))
+    # `store` hears of the channel only now, after the units moved.
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a"], "marketplace:x"))
+    assert store.view is not None
+    (level,) = store.view.availability(["sku-a"], "marketplace:x", None, False)
+    assert level.atp == 1  # the cap of 5, less the 4 held

@@ -52,6 +52,11 @@ class AvailabilityView:
         self._caught_up_at = float("-inf")
         self.rows_applied = 0
         self.resyncs = 0
+        # Counters the feed gave for channels this view does not know yet (one
+        # created by another process): {channel: {(sku, node): used}}, nonzero
+        # only. Redis counts every channel, and a row's counter is only sent
+        # again when it changes, so these are what a channel starts from here.
+        self._unknown_used: dict[str, dict[tuple[str, str], int]] = {}
 
     # ------------------------------------------------------------- feeding
 
@@ -78,6 +83,20 @@ class AvailabilityView:
             )
             self._channels[channel.id] = tuple(channel.nodes)
             self._channel_defs[channel.id] = channel
+            self._adopt_unknown_used(channel.id)
+
+    def _adopt_unknown_used(self, channel: str) -> None:
+        """Give a channel just defined here the counters the feed brought before."""
+        pending = self._unknown_used.pop(channel, None)
+        if not pending:
+            return
+        ledger = self._ledger
+        for (sku, node), used in pending.items():
+            level = ledger.stock(sku, node)
+            ledger.set_row(
+                sku, node, level.on_hand, level.reserved, level.committed, level.safety_stock,
+                level.version, {channel: used},
+            )  # fmt: skip
 
     def _define_node(self, node_id: str) -> None:
         if node_id not in self._nodes:
@@ -103,8 +122,26 @@ class AvailabilityView:
         """
         # The feed can name a node before this process refreshed its network copy.
         self._define_node(node)
+        if channel_used:
+            known = self._channels
+            if any(ch not in known for ch in channel_used):
+                channel_used = self._keep_unknown_used(sku, node, channel_used)
         self._ledger.set_row(sku, node, on_hand, reserved, committed, safety, version, channel_used)
         self.rows_applied += 1
+
+    def _keep_unknown_used(self, sku: str, node: str, channel_used: Mapping[str, int]) -> dict[str, int]:
+        """Set aside the counters of channels not defined here yet; returns the others."""
+        known: dict[str, int] = {}
+        for ch, used in channel_used.items():
+            if ch in self._channels:
+                known[ch] = used
+                continue
+            rows = self._unknown_used.setdefault(ch, {})
+            if used:
+                rows[(sku, node)] = used
+            else:
+                rows.pop((sku, node), None)
+        return known
 
     def full_usage(self, given: Mapping[str, int]) -> dict[str, int]:
         """A resynced row's counters: the ones Redis has, zero for every other channel."""
