@@ -127,7 +127,8 @@ RPC_IN_FLIGHT = Gauge(
 RESERVATIONS = Counter(
     "inventory_reservations_total",
     "Reservations that reached an outcome (held, out_of_stock, expired, released, committed, "
-    "fulfilled), by sales channel.",
+    "fulfilled), by sales channel; expired counts a reservation whose first line was held until "
+    "its hold expired.",
     ["channel", "outcome"],
 )
 RESERVED_UNITS = Counter(

@@ -728,9 +728,14 @@ class EmbeddedStore:
             return [], None  # the heap's head was stale (extended, committed, released)
         self._stats.expired_holds += len(expired)
         # Live only: recovery replays expiries through _apply, uncounted (the
-        # process that lived them counted them).
+        # process that lived them counted them). Counted as the Redis store
+        # counts them (its lines live in several shards, each expiring on its
+        # own): a reservation whose first line was held until it expired.
         ledger = self._ledger
-        metrics.record_expired(ledger.get_reservation(rid).channel for rid in expired)
+        first_line_expired = (ledger.get_reservation(rid) for rid in expired)
+        metrics.record_expired(
+            r.channel for r in first_line_expired if r.lines[0].state == ReservationState.EXPIRED
+        )
         if self._writer is None:
             return expired, None  # memory only: nothing to journal
         return expired, self._enqueue(_encode(["expire", now, expired]))

@@ -363,7 +363,9 @@ local function expire_shard(p, now, limit)
           l.state = EXPIRED
           changed[#changed + 1] = l
           -- A reservation's lines may live in several shards: the one with its
-          -- first line counts the expiry, once.
+          -- first line counts the expiry, once, if that line was still held (as
+          -- the embedded store counts; a stale sub of a cross-slot attempt that
+          -- was never acknowledged is counted too: it cannot tell from here).
           if l.idx == 0 then counted[s.ch or ''] = (counted[s.ch or ''] or 0) + 1 end
         end
       end
