@@ -317,6 +317,24 @@ def test_find_in_stores_limits_and_filters(client: Client, at: FakeClock) -> Non
     assert [s.node for s in client.find(sku, store="store-b").nearby_stores] == ["store-c", "store-a"]
 
 
+def test_find_in_stores_shows_what_the_channel_may_take(client: Client, at: FakeClock) -> None:
+    """A store's units under the channel's allocation rule, as its Reserve would see them."""
+    cap = net_pb.AllocationRule(kind=net_pb.ALLOCATION_RULE_KIND_CAP, value=2, node="store-b")
+    client.network.UpsertChannel(
+        net_pb.UpsertChannelRequest(
+            channel=net_pb.Channel(
+                id="callcenter", nodes=["store-a", "store-b", "store-c"], allocation_rules=[cap]
+            )
+        )
+    )
+    sku = client.sku_with(store_b=6, store_c=1)
+    found = client.inventory.FindInStores(
+        inv_pb.FindInStoresRequest(channel="callcenter", store="store-a", sku=sku, quantity=2)
+    )
+    # Munich has 6 on its shelf, of which the call center may take 2; Bremen's 1 is too few.
+    assert [(s.node, s.atp) for s in found.nearby_stores] == [("store-b", 2)]
+
+
 # ------------------------------------------------------------------ errors
 
 

@@ -9,7 +9,7 @@ import pytest
 from store_helpers import FakeClock, StoreMaker, adjust
 
 from engine.core.allocation_rules import AllocationRule, RuleKind
-from engine.core.errors import OutOfStock
+from engine.core.errors import InvalidArgument, OutOfStock
 from engine.core.types import Channel, LineRequest, Node, NodeType, ReservationState, ReserveRequest
 from engine.store.base import Store
 
@@ -152,3 +152,16 @@ async def test_a_node_changing_type_changes_which_rule_applies(make_store: Store
     assert await atp(store, "A", "web") == 10
     await store.reserve(reserve("w", "web", "A", 5))
     assert (await store.audit()).violations == ()
+
+
+async def test_a_channel_with_bad_rules_is_refused_with_no_effect(make_store: StoreMaker) -> None:
+    store = await make_store()
+    await network(store)
+    bad = Channel("kiosk", ("dc1",), allocation_rules=(rule("kiosk", SHARE, 150),))
+    with pytest.raises(InvalidArgument):
+        await store.upsert_channel(bad)
+    assert "kiosk" not in {c.id for c in await store.list_channels()}
+    await store.close()
+    # Nothing was written that would stop the next process from loading the network.
+    again = await make_store()
+    assert "kiosk" not in {c.id for c in await again.list_channels()}

@@ -168,11 +168,16 @@ class StorePromiser:
         except InvalidArgument as exc:
             violations = _as_violations(exc)
         eligible = _channel_nodes(compiled, channel, violations)
-        # The asking store's own stock counts even when the channel does not
-        # sell from it (a POS terminal still wants to know what is on its shelf).
-        nodes = [*eligible, store] if store not in eligible else list(eligible)
-        results = await self._store.availability([sku], None, nodes, True)
-        atp = {sku: {n.node: n.atp for n in results[0].nodes}}
+        # What the channel may take at its nodes (its allocation rules applied,
+        # as its Reserve would see them); the asking store's own stock counts
+        # even when the channel does not sell from it (a POS terminal still
+        # wants to know what is on its shelf), at its plain ATP then.
+        (level,) = await self._store.availability([sku], channel, None, True)
+        at_node = {n.node: n.atp for n in level.nodes}
+        if store not in at_node:
+            (own,) = await self._store.availability([sku], None, [store], True)
+            at_node.update((n.node, n.atp) for n in own.nodes)
+        atp = {sku: at_node}
         full = await self._full(compiled)
         aisle = compiled.promiser.endless_aisle(
             sku, store, eligible=eligible, atp=atp, quantity=quantity, limit=limit, full=full

@@ -371,6 +371,10 @@ class RedisStore:
 
     async def upsert_channel(self, channel: Channel) -> Channel:
         runner = self._check_open()
+        # Rules are checked before anything is written, as the embedded store
+        # does: a channel with bad rules stored in Redis would stop every
+        # process that loads the network later.
+        resolve_channel_rules(channel, self._net.nodes)
         reply = await runner.call(
             "upsert_channel",
             [self._keys.net],
