@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 from store_helpers import (
     T0,
     Backing,
@@ -618,11 +619,21 @@ async def test_another_process_resumes_a_crashed_reservation_after_the_owners_le
     assert busy.value.reason == "RESERVATION_IN_PROGRESS"
     # Once it lapses (the owner is dead), it takes the attempt over and adopts the live hold.
     clock.now = T0 + 60.0
+    held_before = _held_count()
     resumed = await other.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=600.0))
     assert resumed.state == HELD
     assert (resumed.created_at, resumed.expires_at) == (T0, T0 + 600.0)  # the attempt's own times
     assert [(await raw_row(store, sku, "dc1"))["rs"] for sku in (sku_x, sku_y)] == [3, 3]
     assert (await store.audit()).ok
+    # The process that completed it counts the new hold, once; a replay does not.
+    assert _held_count() == held_before + 1
+    assert await other.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=600.0)) == resumed
+    assert _held_count() == held_before + 1
+
+
+def _held_count() -> float:
+    labels = {"channel": "web", "outcome": "held"}
+    return REGISTRY.get_sample_value("inventory_reservations_total", labels) or 0.0
 
 
 @pytest.mark.redis

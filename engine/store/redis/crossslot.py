@@ -92,6 +92,7 @@ from typing import Any
 
 from engine.core.errors import OutOfStock, StoreUnavailable
 from engine.core.types import Reservation, StockChange, SupplyOp
+from engine.observability import metrics
 from engine.store.redis import replies
 from engine.store.redis.keys import KeySpace
 from engine.store.redis.plans import ReservationFacts, ReservePlan, ms, seconds
@@ -196,7 +197,13 @@ class CrossSlot:
             except StoreUnavailable:
                 await self._compensate_quietly(plan, directory, dir_shard, now)
                 raise
-            return replies.assemble_reservation(rid, facts.channel, facts.ttl_s, facts.allow_partial, outcome)
+            reservation = replies.assemble_reservation(
+                rid, facts.channel, facts.ttl_s, facts.allow_partial, outcome
+            )
+            # This call completed the attempt (a new one, or one it resumed after
+            # an earlier call failed part-way): the reservation took effect now.
+            metrics.record_held(reservation)
+            return reservation
         raise StoreUnavailable(
             f"reservation {rid!r} keeps being taken over by other engine processes; retry",
             reason="RESERVATION_IN_PROGRESS",

@@ -578,16 +578,16 @@ class RedisStore:
             not self._cluster or self._keys.slots[dir_shard] == self._keys.slots[plan.groups[0][0]]
         ):
             reservation = await self._reserve_in_one_call(runner, plan, dir_shard)
+            # Created by this call, or a replay of an earlier one: the script
+            # stores the creating call's `now` as created_at, read back exactly.
+            if reservation.created_at == plan.now:
+                metrics.record_held(reservation)
         else:
             assert self._cross is not None
             self._cross_slot_reserves += 1
-            reservation = await self._cross.reserve(plan)
+            reservation = await self._cross.reserve(plan)  # counts the hold when it completes one
         self._wrote(facts.shards)
         self._remember(rid, facts)
-        # Created by this call, or a replay of an earlier one: the scripts store
-        # the creating call's `now` as created_at, read back exactly.
-        if reservation.created_at == plan.now:
-            metrics.record_held(reservation)
         return reservation
 
     def _plan(self, request: ReserveRequest) -> ReservePlan:
