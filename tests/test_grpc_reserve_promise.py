@@ -23,6 +23,7 @@ from test_grpc_api import failure
 from test_grpc_promise import PICKUP, SHIP, WED_10, Client, day, local, to_hamburg
 
 from engine._proto.inventory.v1 import inventory_service_pb2 as inv_pb
+from engine._proto.inventory.v1 import network_service_pb2 as net_pb
 from engine._proto.inventory.v1 import supply_service_pb2 as sup_pb
 from engine.cli import main
 from engine.service.testing import ServerThread
@@ -215,3 +216,25 @@ def test_cli_reserve_takes_a_fulfillment_context(
     argv[1] = "cli-2"
     assert main([*argv, "--ship-to", "20095", "--service-level", "express", "--split"]) == 0
     assert "delivered 2033-06-" in capsys.readouterr().out
+
+
+def test_a_replay_gets_its_stored_result_after_the_network_changed(client: Client, at: FakeClock) -> None:
+    """Ranking checks the context against today's network; a replay of a
+    reservation made before must not: it gets the stored result (undated)."""
+    zoned = {"latitude": 53.08, "longitude": 8.80, "time_zone": "Europe/Berlin"}
+    store_z = net_pb.Node(id="store-z", type=net_pb.NODE_TYPE_STORE, name="Bremen 2", **zoned)
+    client.network.UpsertNode(net_pb.UpsertNodeRequest(node=store_z))
+    sku = client.sku_with(dc_1=5)
+    pickup = inv_pb.FulfillmentContext(method=PICKUP, pickup_store="store-z")
+    first = reserve(client, [(sku, 1)], rid="replay-after-change", fulfillment=pickup)
+    assert allocations(first) == [[("dc-1", 1)]]  # by transfer to the store
+    # The store stops offering pickup (it became a DC).
+    dc_z = net_pb.Node(id="store-z", type=net_pb.NODE_TYPE_DC, name="Bremen 2", **zoned)
+    client.network.UpsertNode(net_pb.UpsertNodeRequest(node=dc_z))
+    again = reserve(client, [(sku, 1)], rid="replay-after-change", fulfillment=pickup)
+    assert allocations(again) == allocations(first) and again.state == first.state
+    assert [a.node for a in again.lines[0].allocations] == ["dc-1"]
+    # A new reservation with that context is refused, with its field.
+    details = failure(client.inventory.Reserve, request([(sku, 1)], fulfillment=pickup))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fulfillment.pickup_store" in {v.field for v in details.field_violations}

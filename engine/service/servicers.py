@@ -34,7 +34,7 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2_grpc,
 )
 from engine.core.carriers import CarrierTable, default_carriers, parse_carriers
-from engine.core.errors import EngineError, FieldViolation, InvalidArgument
+from engine.core.errors import EngineError, FieldViolation, InvalidArgument, NotFound
 from engine.core.future_supply import validate_inbound_ids, validate_inbound_records
 from engine.core.types import RankedSourcing, Reservation, SupplyOp
 from engine.core.validation import (
@@ -120,7 +120,22 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             # the stock it reads now; the store's atomic hold is the final check
             # (stock taken in between makes a line short, never oversold). A
             # replay gets the stored allocations, dated as of this answer.
-            ranking = await self._promiser.rank_reserve(reserve.channel, reserve.lines, fulfillment)
+            try:
+                ranking = await self._promiser.rank_reserve(reserve.channel, reserve.lines, fulfillment)
+            except EngineError:
+                # Ranking checks the context against today's network (a node that
+                # stopped offering pickup, a service level dropped...). A replay of
+                # a reservation made before must still get its stored result, so
+                # the store decides when the id exists; the answer is undated then.
+                if not await self._exists(reserve.reservation_id):
+                    raise
+                unranked: tuple[tuple[str, ...] | None, ...] = (None,) * len(reserve.lines)
+                reserve = dataclasses.replace(
+                    reserve,
+                    sourcing=RankedSourcing(fulfillment.key(), unranked, not fulfillment.allow_split),
+                )
+                check_deadline(context)
+                return convert.reservation_pb(await self._store.reserve(reserve))
             reserve = dataclasses.replace(
                 reserve,
                 sourcing=RankedSourcing(fulfillment.key(), ranking.candidates, not fulfillment.allow_split),
@@ -131,6 +146,13 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             # Refusals are counted where they are answered (store and fast path alike).
             metrics.record_reserve_error(request.channel, exc)
             await fail(context, exc, _reservation_metadata(request.reservation_id))
+
+    async def _exists(self, reservation_id: str) -> bool:
+        try:
+            await self._store.get_reservation(reservation_id)
+        except NotFound:
+            return False
+        return True
 
     async def Commit(
         self, request: inventory_service_pb2.CommitRequest, context: grpc.aio.ServicerContext
