@@ -747,6 +747,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.memory_only:
             result = run_memory(args.rows, impls=tuple(args.impl or ["fast"]))
+        elif args.per_op:
+            from engine.bench.core import run_per_op
+
+            result = run_per_op(rows=args.rows)
         else:
             result = run_core(rows=args.rows)
     elif args.bench_command == "promise":
@@ -992,6 +996,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument(
         "--memory-only", action="store_true", help="only bytes per row: load the rows, run no operations"
+    )
+    p.add_argument(
+        "--per-op", action="store_true", help="nanoseconds per call of each operation kind, both ledgers"
     )
     p.add_argument(
         "--impl", action="append", choices=["fast", "pure"], help="ledger(s) for --memory-only (default fast)"

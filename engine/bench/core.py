@@ -446,3 +446,59 @@ def run_memory(rows: int, impls: tuple[str, ...] = ("fast",), seed: int = 0) -> 
         del ledger
         gc.collect()
     return out
+
+
+def run_per_op(rows: int = 1_000_000, ops: int = 350_000, seed: int = 0) -> dict[str, Any]:
+    """Nanoseconds per call of each operation kind, both ledgers, on ``run``'s program.
+
+    Each call is timed alone (``perf_counter_ns`` around it, so both ledgers
+    carry the same ~80 ns of timer), in the same warmed chunks as ``run``:
+    where the fast ledger's time goes, by kind, next to the pure one's. Wall
+    time, not CPU time: use ``run`` for the ratio, this for the breakdown.
+    """
+    cat = _Catalogue(rows, seed)
+    program = _make_program(cat, ops, seed)
+    _prehash(program)
+    spent: dict[str, list[int]] = {}
+    counts = [0] * len(_METHODS)
+    for impl in ("fast", "pure"):
+        ledger = make_ledger(impl)
+        cat.load(ledger)
+        calls = _bind(ledger, program)
+        totals = [0] * len(_METHODS)
+        gc.collect()
+        gc.freeze()
+        try:
+            for lo in range(0, len(calls), _CHUNK_OPS):
+                chunk = calls[lo : lo + _CHUNK_OPS]
+                _warm(chunk)
+                for (fn, args), (code, _) in zip(chunk, program[lo : lo + _CHUNK_OPS], strict=True):
+                    t0 = time.perf_counter_ns()
+                    # try/except, not contextlib.suppress: a context manager per
+                    # call would cost more than the fast ledger's operation.
+                    try:  # noqa: SIM105
+                        fn(*args)
+                    except EngineError:
+                        pass
+                    totals[code] += time.perf_counter_ns() - t0
+                    if impl == "fast":
+                        counts[code] += 1
+        finally:
+            gc.unfreeze()
+        spent[impl] = totals
+        del ledger, calls
+        gc.collect()
+    fast_total = sum(spent["fast"])
+    out: dict[str, Any] = {"rows": cat.n_skus * len(cat.nodes), "ops": len(program)}
+    for code, name in enumerate(_METHODS):
+        n = counts[code]
+        if n:
+            out[name] = {
+                "calls": n,
+                "fast_ns": round(spent["fast"][code] / n),
+                "pure_ns": round(spent["pure"][code] / n),
+                "ratio": round(spent["pure"][code] / spent["fast"][code], 1),
+                "share_of_fast_time": round(spent["fast"][code] / fast_total, 3),
+            }
+    out["ratio"] = round(sum(spent["pure"]) / fast_total, 2)
+    return out

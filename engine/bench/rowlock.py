@@ -49,9 +49,10 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.bench.postgres import PostgresServer, load_stock, oversell_report, reserve
+from engine.bench.rpc import tree_cpu_seconds
 from engine.launcher import free_port, start_server, wait_serving
 
 __all__ = ["SYSTEMS", "run"]
@@ -92,23 +93,6 @@ def _requests(scenario: str, count: int, skus: int, seed: int) -> list[Request]:
     return out
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its live descendants, from /proc."""
-    total = 0.0
-    pending = [pid]
-    while pending:
-        p = pending.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                pending.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # exited between the two reads
-    return total
-
-
 def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
@@ -116,27 +100,24 @@ def _percentile(ordered: list[float], q: float) -> float:
 # ----------------------------------------------------------------------- systems
 
 
-class _System:
+class _System(Protocol):
     """One system under test: serves ``reserve(worker, request)`` -> held or rejected."""
 
     name: str
     server_pids: list[int]
 
-    async def prepare(self, concurrency: int) -> None:
-        raise NotImplementedError
+    async def prepare(self, concurrency: int) -> None: ...
 
-    async def reserve(self, worker: int, request: Request) -> bool:
-        raise NotImplementedError
+    async def reserve(self, worker: int, request: Request) -> bool: ...
 
     async def check(self, expected: dict[tuple[str, str], int]) -> dict[str, Any]:
         """Invariants and counters after the run; ``expected``: units held per row, as clients were told."""
-        raise NotImplementedError
+        ...
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    async def close(self) -> None: ...
 
 
-class _Engine(_System):
+class _Engine:
     """An engine server: gRPC Reserve with pre-serialized requests, replies unparsed."""
 
     def __init__(self, name: str, target: str, server_pids: list[int], rows: list[Line]) -> None:
@@ -257,7 +238,7 @@ class _Engine(_System):
             await ch.close()
 
 
-class _Postgres(_System):
+class _Postgres:
     """PostgreSQL: one asyncpg connection per in-flight call."""
 
     name = "postgres"
@@ -367,12 +348,12 @@ async def _phase(
             tally.latencies.append(time.perf_counter() - t0)
             calls += 1
 
-    cpu0 = sum(_tree_cpu_seconds(pid) for pid in system.server_pids)
+    cpu0 = sum(tree_cpu_seconds(pid) for pid in system.server_pids)
     t0 = time.perf_counter()
     stop_at = t0 + duration_s
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    tally.cpu_s += sum(_tree_cpu_seconds(pid) for pid in system.server_pids) - cpu0
+    tally.cpu_s += sum(tree_cpu_seconds(pid) for pid in system.server_pids) - cpu0
     tally.phase_rps.append(calls / elapsed)
 
 

@@ -30,13 +30,13 @@ from typing import Any
 
 from engine.launcher import free_port, start_server, wait_serving
 
-__all__ = ["run"]
+__all__ = ["run", "tree_cpu_seconds"]
 
 _SKUS = 10_000
 _NODES = ("bench-dc-1", "bench-dc-2", "bench-dc-3")
 
 
-def _cpu_seconds(pid: int) -> float:
+def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its live descendants (``--workers``), from /proc."""
     total = 0.0
     pending = [pid]
@@ -49,7 +49,7 @@ def _cpu_seconds(pid: int) -> float:
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             with open(f"/proc/{p}/task/{p}/children") as f:
                 pending.extend(int(c) for c in f.read().split())
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue  # exited between the two reads
     return total
 
@@ -133,12 +133,12 @@ async def _phase(
                 errors += 1
             latencies.append(time.perf_counter() - t0)
 
-    cpu0 = _cpu_seconds(server_pid)
+    cpu0 = tree_cpu_seconds(server_pid)
     t0 = time.perf_counter()
     stop_at = t0 + duration_s
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    cpu = _cpu_seconds(server_pid) - cpu0
+    cpu = tree_cpu_seconds(server_pid) - cpu0
     return {
         "rps": len(latencies) / elapsed,
         "calls": len(latencies),

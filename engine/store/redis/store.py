@@ -401,7 +401,9 @@ class RedisStore:
 
     async def list_nodes(self) -> list[Node]:
         self._check_open()
-        await self._reload_network()
+        # Every network write bumps the version: one HGET tells whether the copy
+        # is current (Quote and ranked Reserve ask for the network on every call).
+        await self._check_network_version()
         return [node for _, node in sorted(self._net.nodes.items())]
 
     async def carrier_table(self) -> CarrierRecord:
@@ -460,7 +462,7 @@ class RedisStore:
 
     async def list_channels(self) -> list[Channel]:
         self._check_open()
-        await self._reload_network()
+        await self._check_network_version()  # as list_nodes
         return [channel for _, channel in sorted(self._net.channels.items())]
 
     # --------------------------------------------------------------------- supply
