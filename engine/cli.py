@@ -263,6 +263,11 @@ def _reservation_text(r: Any) -> str:
             promise = f", ready {_local_time(line.ready_time, line.ready_time_zone)}"
         elif line.HasField("promise_date"):
             promise = f", delivered {_pb_date(line.promise_date)}"
+        if line.backorder:
+            arrivals = [
+                a.available_time.ToJsonString() for a in line.allocations if a.HasField("available_time")
+            ]
+            promise += f", backorder: supply {' '.join(arrivals) or '?'}"
         lines.append(
             f"  [{line.line_index}] {line.sku} x{line.requested_quantity}: {allocs} ({line_state}{promise})"
         )
@@ -426,8 +431,9 @@ def cmd_reserve(args: argparse.Namespace) -> int:
             f.pickup_store = args.pickup
         f.service_level = args.service_level or ""
         f.allow_split = args.split
-    elif args.service_level or args.split:
-        raise SystemExit("--service-level and --split need --ship-to or --pickup")
+        f.allow_backorder = args.backorder
+    elif args.service_level or args.split or args.backorder:
+        raise SystemExit("--service-level, --split and --backorder need --ship-to or --pickup")
     return _call(args, lambda: stubs.inventory.Reserve(request, timeout=args.timeout), _reservation_text)
 
 
@@ -662,7 +668,8 @@ def cmd_channels(args: argparse.Namespace) -> int:
     def human(resp: Any) -> str:
         lines = []
         for c in resp.channels:
-            lines.append(f"{c.id:<18} {c.name:<18} {' '.join(c.nodes)}")
+            backorders = "  (takes backorders)" if c.allow_backorder else ""
+            lines.append(f"{c.id:<18} {c.name:<18} {' '.join(c.nodes)}{backorders}")
             lines.extend(f"{'':<18} rule: {rule_text(rule)}" for rule in c.allocation_rules)
         return "\n".join(lines)
 
@@ -827,7 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--impl", choices=["fast", "pure"], help="ledger (default: $ENGINE_IMPL or fast)")
     serve.add_argument("--no-fsync", action="store_true", help="skip fsync (benchmarks only: unsafe)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds for in-flight RPCs on shutdown")
-    serve.add_argument("--redis", metavar="URL", help="Redis store on a standalone server, e.g. redis://HOST:PORT")
+    serve.add_argument(
+        "--redis", metavar="URL", help="Redis store on a standalone server, e.g. redis://HOST:PORT"
+    )
     serve.add_argument("--redis-cluster", metavar="HOST:PORT[,...]", help="Redis store on a Redis Cluster")
     serve.add_argument("--redis-namespace", default="inv", help="key prefix in Redis (default %(default)s)")
     serve.add_argument(
@@ -894,6 +903,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pickup", metavar="STORE", help="collect at this store: its shelf first, then transfers")
     p.add_argument("--service-level", help="carrier level to promise by (with --ship-to; default the first)")
     p.add_argument("--split", action="store_true", help="let a line come from several nodes")
+    p.add_argument(
+        "--backorder", action="store_true", help="hold a line no stock covers against inbound supply"
+    )
     p.set_defaults(func=cmd_reserve)
 
     for name, help_text, with_lines in (
@@ -1011,7 +1023,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
     p.add_argument("--memory", action="store_true", help="server without a journal (what durability costs)")
     p.add_argument(
-        "--backend", choices=["embedded", "redis", "redis-cluster"], default="embedded",
+        "--backend",
+        choices=["embedded", "redis", "redis-cluster"],
+        default="embedded",
         help="the server's store; redis and redis-cluster start their own Redis (AOF on)",
     )
     p.set_defaults(func=cmd_bench)

@@ -1,15 +1,18 @@
 """Demo data: a small retailer's network and catalogue, loaded once into a store.
 
-3 DCs, 20 stores, the channels web/app/pos/callcenter/marketplace:demo and
-10,000 SKUs with stock. Deterministic (seeded), so a demo behaves the same on
+3 DCs, 20 stores, the channels web/app/pos/callcenter/marketplace:demo,
+10,000 SKUs with stock and purchase orders for one SKU in 20 (web and app take
+backorders on them). Deterministic (seeded), so a demo behaves the same on
 every machine and the README examples keep working.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 
+from engine.core.future_supply import MAX_INBOUND_BATCH, InboundSupply
 from engine.core.types import Capability, Channel, Node, NodeType, SupplyKind, SupplyOp
 from engine.store.base import Store
 
@@ -108,14 +111,31 @@ def demo_channels() -> list[Channel]:
     dcs = tuple(d[0] for d in _DCS)
     stores = tuple(f"store-{k:03d}" for k in range(1, len(_STORE_CITIES) + 1))
     return [
-        # Online ships from DCs first, then from stores (ship-from-store).
-        Channel(id="web", name="Web shop", nodes=dcs + stores),
-        Channel(id="app", name="Mobile app", nodes=dcs + stores),
+        # Online ships from DCs first, then from stores (ship-from-store), and
+        # takes backorders on purchase orders (demo_inbound).
+        Channel(id="web", name="Web shop", nodes=dcs + stores, allow_backorder=True),
+        Channel(id="app", name="Mobile app", nodes=dcs + stores, allow_backorder=True),
         # A store terminal sells what the stores hold (its own and nearby ones).
         Channel(id="pos", name="Store POS", nodes=stores),
         Channel(id="callcenter", name="Call center", nodes=dcs),
         Channel(id="marketplace:demo", name="Demo marketplace", nodes=dcs),
     ]
+
+
+def demo_inbound(skus: int = DEMO_SKUS, now: float | None = None, seed: int = 11) -> Iterator[InboundSupply]:
+    """A purchase order line for one SKU in 20 at one DC, due in 3 to 21 days
+    from ``now``: the supply web and app orders may be backordered on."""
+    rng = random.Random(seed)
+    start = time.time() if now is None else now
+    for i in range(1, skus + 1, 20):
+        dc = rng.choice(_DCS)[0]
+        yield InboundSupply(
+            id=f"PO-DEMO-{i:06d}",
+            sku=demo_sku(i),
+            node=dc,
+            quantity=rng.randint(20, 200),
+            eta=start + rng.randint(3, 21) * 86_400.0,
+        )
 
 
 def demo_sku(i: int) -> str:
@@ -155,4 +175,7 @@ async def load_demo(store: Store, skus: int = DEMO_SKUS) -> bool:
             batch = []
     if batch:
         await store.apply_supply(batch)
+    inbound = list(demo_inbound(skus))
+    for k in range(0, len(inbound), MAX_INBOUND_BATCH):
+        await store.upsert_inbound(inbound[k : k + MAX_INBOUND_BATCH])
     return True

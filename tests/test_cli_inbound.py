@@ -28,7 +28,9 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 node=net_pb.Node(id="dc-east", type=net_pb.NODE_TYPE_DC, latitude=40.7, longitude=-74.0,
                                  time_zone="America/New_York")))  # fmt: skip
             network.UpsertChannel(
-                net_pb.UpsertChannelRequest(channel=net_pb.Channel(id="web", nodes=["dc-east"]))
+                net_pb.UpsertChannelRequest(
+                    channel=net_pb.Channel(id="web", nodes=["dc-east"], allow_backorder=True)
+                )
             )
         yield server.target
 

@@ -124,12 +124,14 @@ def client(server: ServerThread) -> Iterator[Client]:
                     time_zone=tz),
     ):  # fmt: skip
         c.network.UpsertNode(net_pb.UpsertNodeRequest(node=node))
-    for channel_id, nodes in (
-        ("web", ["dc-1", "store-a", "store-b", "store-c"]),
-        ("pos", ["store-a", "store-b", "store-c"]),
+    for channel_id, nodes, backorders in (
+        ("web", ["dc-1", "store-a", "store-b", "store-c"], True),
+        ("pos", ["store-a", "store-b", "store-c"], False),
     ):
         c.network.UpsertChannel(
-            net_pb.UpsertChannelRequest(channel=net_pb.Channel(id=channel_id, nodes=nodes))
+            net_pb.UpsertChannelRequest(
+                channel=net_pb.Channel(id=channel_id, nodes=nodes, allow_backorder=backorders)
+            )
         )
     yield c
     channel.close()

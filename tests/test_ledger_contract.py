@@ -21,6 +21,7 @@ from ledger_helpers import (
     snapshot,
 )
 
+from engine.core.allocation_rules import RuleKind
 from engine.core.errors import (
     FieldViolation,
     IdempotencyMismatch,
@@ -1199,3 +1200,322 @@ def test_a_reserve_that_fails_on_its_ttl_leaves_no_hold(net):
     assert net.stock("sku", "dc1").reserved == 0
     assert not net.has_reservation("r")
     assert net.audit(0.0) == []
+
+
+# ------------------------------------------------------------------ backorder holds
+# The rule of a line held against expected inbound supply (see Ledger.reserve):
+# with a = on_hand - reserved - committed - safety - (this request's earlier
+# holds there) and w what the line could take as an ordinary line (the channel's
+# allowance, else a; never below 0), a line of q with allowance B > 0 at its one
+# node is held whole when q <= w, or when max(a, 0) <= w and q <= a + B, else
+# it gets nothing (its shortfall reports w).
+
+
+def backorder_reserve(
+    ledger,
+    reservation_id: str,
+    lines: list[tuple[str, int, str | None]],
+    backorder: list[int] | None,
+    *,
+    channel: str = "web",
+    allow_partial: bool = False,
+    now: float = 0.0,
+    ttl_s: float = 60.0,
+    candidates: list[tuple[str, ...] | None] | None = None,
+):
+    """A reserve with backorder allowances, through the keyword a store passes them by."""
+    return ledger.reserve(
+        reservation_id, channel, lines, ttl_s, allow_partial, now, candidates, backorder=backorder
+    )
+
+
+def test_backorder_holds_a_line_the_shelf_cannot_cover_down_to_minus_the_allowance(net):
+    """The SPEC's first examples: on_hand 3, q 5, B 10 is held (ATP -2); then q 9
+    with B 10 is not (9 > -2 + 10), and q 8 is (ATP -10, exactly -B)."""
+    receive(net, "sku", {"dc1": 3})
+    assert backorder_reserve(net, "r1", [("sku", 5, "dc1")], [10]) == HELD
+    assert allocations(net, "r1") == [(("dc1", 5),)]
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 3, 5, 0, 0, 0)
+    assert net.stock("sku", "dc1").atp == -2
+    # Availability never shows a negative figure: the shelf has nothing left to sell.
+    assert channel_atp(net, "sku", "web") == 0
+
+    before = snapshot(net)
+    error = assert_unchanged(
+        net,
+        before,
+        lambda: backorder_reserve(net, "r2", [("sku", 9, "dc1")], [10]),
+        OutOfStock,
+        "OUT_OF_STOCK",
+    )
+    assert error.shortfalls == (Shortfall(0, "sku", 9, 0),)
+    assert backorder_reserve(net, "r2", [("sku", 8, "dc1")], [10]) == HELD
+    assert net.stock("sku", "dc1").atp == -10
+    # The hold is an ordinary hold: the row is short, and the ledger is healthy.
+    assert net.shortages() == [net.stock("sku", "dc1")]
+    assert net.audit(0.0) == []
+
+
+def test_a_backorder_line_the_shelf_covers_is_an_ordinary_hold(net):
+    receive(net, "sku", {"dc1": 10})
+    assert backorder_reserve(net, "r", [("sku", 4, "dc1")], [5]) == HELD
+    assert allocations(net, "r") == [(("dc1", 4),)]
+    assert net.stock("sku", "dc1").atp == 6
+
+
+def test_no_backorder_where_the_channel_rule_keeps_part_of_the_shelf_from_it(net):
+    """The SPEC's example: on_hand 10, a 50% share (w 5), q 7, B 100: the share
+    keeps 5 units from the channel (max(a, 0) = 10 > w = 5), so nothing is held;
+    the shortfall reports what the line could take as an ordinary one."""
+    net.define_channel("app", ("dc1",), [(int(RuleKind.SHARE), 50)])
+    receive(net, "sku", {"dc1": 10})
+    before = snapshot(net)
+    error = assert_unchanged(
+        net,
+        before,
+        lambda: backorder_reserve(net, "r", [("sku", 7, "dc1")], [100], channel="app"),
+        OutOfStock,
+        "OUT_OF_STOCK",
+    )
+    assert error.shortfalls == (Shortfall(0, "sku", 7, 5),)
+    # What the share allows is still an ordinary hold.
+    assert backorder_reserve(net, "r", [("sku", 5, "dc1")], [100], channel="app") == HELD
+
+
+def test_two_backorder_lines_of_one_row_see_what_the_earlier_line_took(net):
+    """The SPEC's example: on_hand 2, two lines of q 4 with B 5 each: line 0 is
+    held (4 <= 2 + 5, ATP -2), line 1 is not (a = -2, 4 > -2 + 5)."""
+    receive(net, "sku", {"dc1": 2})
+    lines = [("sku", 4, "dc1"), ("sku", 4, "dc1")]
+    before = snapshot(net)
+    error = assert_unchanged(
+        net, before, lambda: backorder_reserve(net, "all", lines, [5, 5]), OutOfStock, "OUT_OF_STOCK"
+    )
+    assert error.shortfalls == (Shortfall(1, "sku", 4, 0),)
+
+    assert backorder_reserve(net, "some", lines, [5, 5], allow_partial=True) == HELD
+    assert allocations(net, "some") == [(("dc1", 4),), ()]
+    assert line_states(net, "some") == [HELD, RELEASED]
+    assert net.stock("sku", "dc1").atp == -2
+
+
+def test_an_ordinary_line_after_a_backorder_hold_of_its_row_gets_nothing(net):
+    receive(net, "sku", {"dc1": 3})
+    lines = [("sku", 5, "dc1"), ("sku", 1, "dc1")]
+    assert backorder_reserve(net, "r", lines, [10, 0], allow_partial=True) == HELD
+    assert allocations(net, "r") == [(("dc1", 5),), ()]
+    assert net.stock("sku", "dc1").reserved == 5
+
+
+def test_a_backorder_line_is_never_held_in_part(net):
+    """Even with allow_partial, a backorder line the rule refuses gets nothing,
+    not the 3 units on the shelf; the other lines are held."""
+    receive(net, "sku", {"dc1": 3})
+    receive(net, "other", {"dc1": 5})
+    lines = [("other", 2, "dc1"), ("sku", 20, "dc1")]
+    assert backorder_reserve(net, "r", lines, [0, 10], allow_partial=True) == HELD
+    assert allocations(net, "r") == [(("dc1", 2),), ()]
+    assert line_states(net, "r") == [HELD, RELEASED]
+    assert net.stock("sku", "dc1").reserved == 0
+    with pytest.raises(OutOfStock) as info:
+        backorder_reserve(net, "r2", [("sku", 20, "dc1")], [10], allow_partial=True)
+    assert info.value.shortfalls == (Shortfall(0, "sku", 20, 3),)
+
+
+def test_all_or_nothing_with_a_refused_backorder_line_leaves_nothing_changed(net):
+    """Line 0's backorder hold (planned, at a row that does not exist yet) and
+    line 1's ordinary hold are both undone when line 2 is short: no row is created."""
+    receive(net, "a", {"dc1": 5})
+    receive(net, "b", {"dc1": 1})
+    lines = [("new", 3, "dc2"), ("a", 2, None), ("b", 9, "dc1")]
+    before = snapshot(net)
+    rows = net.row_count()
+    error = assert_unchanged(
+        net, before, lambda: backorder_reserve(net, "r", lines, [5, 0, 2]), OutOfStock, "OUT_OF_STOCK"
+    )
+    assert error.shortfalls == (Shortfall(2, "b", 9, 1),)
+    assert net.row_count() == rows
+    assert net.stock("new", "dc2") == StockLevel("new", "dc2", 0, 0, 0, 0, 0)
+    assert not net.has_reservation("r")
+    assert net.audit(0.0) == []
+
+
+def test_a_backorder_hold_creates_the_row_it_is_held_at(net):
+    """A SKU never stocked at the node: the row counts as all zeros (a = 0, w = 0)
+    and is created by the hold; a second line of the request sees the first's units."""
+    rows = net.row_count()
+    lines = [("new", 3, "dc2"), ("new", 2, "dc2"), ("new", 1, "dc2")]
+    assert backorder_reserve(net, "r", lines, [5, 5, 0], allow_partial=True) == HELD
+    # Line 1: a = -3, 2 <= -3 + 5; line 2 (no allowance) finds nothing on the shelf.
+    assert allocations(net, "r") == [(("dc2", 3),), (("dc2", 2),), ()]
+    assert net.row_count() == rows + 1
+    assert net.stock("new", "dc2") == StockLevel("new", "dc2", 0, 5, 0, 0, 0)
+    assert [level.sku for level in net.iter_rows()] == ["new"]
+    assert net.shortages() == [net.stock("new", "dc2")]
+    assert net.audit(0.0) == []
+    for other_impl in ("pure", "fast"):
+        other = make_ledger(other_impl)
+        other.load_state(json.loads(json.dumps(net.export_state())))
+        assert snapshot(other) == snapshot(net)
+        assert other.get_reservation("r") == net.get_reservation("r")
+
+
+def test_a_backorder_line_without_a_node_takes_its_one_candidate(net):
+    """Promise-driven sourcing: the line's node is its single candidate."""
+    receive(net, "sku", {"dc1": 10, "dc2": 1})
+    lines = [("sku", 4, None)]
+    assert backorder_reserve(net, "r", lines, [6], candidates=[("dc2",)]) == HELD
+    assert allocations(net, "r") == [(("dc2", 4),)]
+    assert net.stock("sku", "dc2").atp == -3
+    assert net.stock("sku", "dc1").reserved == 0
+
+
+def test_a_backorder_line_whose_one_candidate_is_not_usable_gets_nothing(net):
+    """store2 is not a web node: the candidate is dropped, and the line is short."""
+    receive(net, "sku", {"store2": 10})
+    before = snapshot(net)
+    error = assert_unchanged(
+        net,
+        before,
+        lambda: backorder_reserve(net, "r", [("sku", 2, None)], [5], candidates=[("store2",)]),
+        OutOfStock,
+        "OUT_OF_STOCK",
+    )
+    assert error.shortfalls == (Shortfall(0, "sku", 2, 0),)
+
+
+@pytest.mark.parametrize(
+    ("lines", "backorder", "candidates", "field"),
+    [
+        ([("sku", 1, "dc1")], [], None, "backorder"),
+        ([("sku", 1, "dc1")], [1, 1], None, "backorder"),
+        ([("sku", 1, "dc1"), ("sku", 1, "dc1")], [0, -1], None, "backorder[1]"),
+        ([("sku", 1, "dc1")], ["2"], None, "backorder[0]"),
+        ([("sku", 1, None)], [3], None, "backorder[0]"),
+        ([("sku", 1, None)], [3], [None], "backorder[0]"),
+        ([("sku", 1, None)], [3], [("dc1", "dc2")], "backorder[0]"),
+        ([("sku", 1, None)], [3], [()], "backorder[0]"),
+    ],
+    ids=[
+        "too-few",
+        "too-many",
+        "negative",
+        "not-an-int",
+        "no-node-no-candidates",
+        "channel-order",
+        "two-candidates",
+        "no-candidate",
+    ],
+)
+def test_bad_backorder_allowances_are_invalid_and_change_nothing(net, lines, backorder, candidates, field):
+    receive(net, "sku", {"dc1": 5})
+    before = snapshot(net)
+    error = assert_unchanged(
+        net,
+        before,
+        lambda: backorder_reserve(net, "r", lines, backorder, candidates=candidates),
+        InvalidArgument,
+        "INVALID_ARGUMENT",
+    )
+    assert [v.field for v in error.violations] == [field]
+    assert not net.has_reservation("r")
+
+
+def test_an_allowance_of_zero_needs_no_single_node(net):
+    """0 is "from the shelf only": the line sources as any other, split included."""
+    receive(net, "sku", {"dc1": 2, "dc2": 3})
+    assert backorder_reserve(net, "r", [("sku", 4, None)], [0]) == HELD
+    assert allocations(net, "r") == [(("dc1", 2), ("dc2", 2))]
+
+
+def test_a_replay_ignores_the_backorder_allowances(net):
+    receive(net, "sku", {"dc1": 3})
+    lines = [("sku", 5, "dc1")]
+    assert backorder_reserve(net, "r", lines, [10]) == HELD
+    before = snapshot(net)
+    # Not part of the body: none, others, even a list that would be refused.
+    for backorder in (None, [0], [2], [1, 2, 3], [-1]):
+        assert backorder_reserve(net, "r", lines, backorder) == HELD
+    assert net.reserve("r", "web", lines, 60.0, False, 0.0) == HELD
+    assert snapshot(net) == before
+    # A request stored without allowances replays with them too.
+    receive(net, "other", {"dc1": 1})
+    net.reserve("plain", "web", [("other", 1, "dc1")], 60.0, False, 0.0)
+    assert backorder_reserve(net, "plain", [("other", 1, "dc1")], [4]) == HELD
+    assert net.stock("other", "dc1").reserved == 1
+
+
+@pytest.mark.parametrize("how", ["release", "release-line", "expiry"])
+def test_releasing_or_expiring_a_backorder_hold_returns_the_atp(net, how):
+    receive(net, "sku", {"dc1": 3})
+    backorder_reserve(net, "r", [("sku", 5, "dc1"), ("sku", 1, "dc2")], [10, 2], ttl_s=10.0)
+    assert net.stock("sku", "dc1").atp == -2 and net.stock("sku", "dc2").atp == -1
+    if how == "release":
+        assert net.release("r", None, 1.0) == RELEASED
+    elif how == "release-line":
+        net.release("r", [0], 1.0)
+        net.release("r", [1], 1.0)
+    else:
+        assert net.expire_due(9.999) == []
+        assert net.expire_due(10.0) == ["r"]
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 3, 0, 0, 0, 0)
+    assert net.stock("sku", "dc1").atp == 3
+    # The row the hold created stays, empty (rows are never removed).
+    assert net.stock("sku", "dc2") == StockLevel("sku", "dc2", 0, 0, 0, 0, 0)
+    assert net.shortages() == []
+    assert net.audit(20.0) == []
+
+
+def test_a_committed_backorder_line_ships_only_once_the_stock_arrives(net):
+    receive(net, "sku", {"dc1": 3})
+    backorder_reserve(net, "r", [("sku", 5, "dc1")], [10])
+    assert net.commit("r", 1.0) == COMMITTED
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 3, 0, 5, 0, 0)
+    before = snapshot(net)
+    assert_unchanged(net, before, lambda: net.fulfill("r", None, 2.0), StockRejected, "NEGATIVE_ON_HAND")
+    assert_unchanged(net, before, lambda: net.fulfill("r", [0], 2.0), StockRejected, "NEGATIVE_ON_HAND")
+    # The purchase order arrives.
+    assert net.adjust_stock("sku", "dc1", 2, None, 3.0).level.on_hand == 5
+    assert net.fulfill("r", None, 4.0) == FULFILLED
+    assert net.stock("sku", "dc1") == StockLevel("sku", "dc1", 0, 0, 0, 0, 0)
+    assert net.shortages() == []
+    assert net.audit(4.0) == []
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [None, (int(RuleKind.CAP), 100), (int(RuleKind.SHARE), 100), (int(RuleKind.PROTECT), 0)],
+    ids=["tracked-without-rules", "cap", "share", "protect-nothing"],
+)
+def test_a_tracked_channel_counts_its_backorder_holds(net, rule):
+    """Rules that keep none of the shelf from the channel let it backorder; its
+    channel_used counts the holds (at a new row too) and audit() stays clean."""
+    net.define_channel("app", ("dc1", "dc2"), None if rule is None else [rule, rule], track_usage=True)
+    receive(net, "sku", {"dc1": 3})
+    lines = [("sku", 5, "dc1"), ("sku", 2, "dc2")]
+    assert backorder_reserve(net, "r", lines, [10, 4], channel="app") == HELD
+    assert net.channel_usage("sku", "dc1") == {"app": 5}
+    assert net.channel_usage("sku", "dc2") == {"app": 2}
+    assert net.audit(0.0) == []
+    net.commit("r", 1.0)
+    assert net.channel_usage("sku", "dc1") == {"app": 5}
+    assert net.audit(1.0) == []
+    net.release("r", [1], 2.0)
+    assert net.channel_usage("sku", "dc2") == {}
+    assert net.audit(2.0) == []
+    # The counters survive a snapshot into either implementation.
+    for other_impl in ("pure", "fast"):
+        other = make_ledger(other_impl)
+        other.load_state(json.loads(json.dumps(net.export_state())))
+        assert other.channel_usage("sku", "dc1") == {"app": 5}
+        assert other.audit(2.0) == []
+
+
+def test_a_cap_the_shelf_would_exceed_refuses_the_backorder(net):
+    """A cap of 2 keeps one of the 3 units on the shelf from the channel."""
+    net.define_channel("app", ("dc1",), [(int(RuleKind.CAP), 2)])
+    receive(net, "sku", {"dc1": 3})
+    with pytest.raises(OutOfStock) as info:
+        backorder_reserve(net, "r", [("sku", 5, "dc1")], [10], channel="app")
+    assert info.value.shortfalls == (Shortfall(0, "sku", 5, 2),)
+    assert net.channel_usage("sku", "dc1") == {}

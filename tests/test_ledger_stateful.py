@@ -5,7 +5,9 @@ A hypothesis state machine drives both ledgers with the same random operations
 and, after every step, requires identical answers (return value or error type,
 reason, shortfalls and field violations), identical exported state, identical
 availability, and the ledger invariants of ARCHITECTURE.md, recomputed here from
-the reservations rather than taken from ``audit()``.
+the reservations rather than taken from ``audit()``. Some reserves carry
+backorder allowances: the one hold allowed to take a row's ATP below zero, to
+no less than minus the allowance it was held with.
 
 ``LEDGER_DIFF_CANDIDATE=pure`` runs the machine pure against pure: a development
 aid for working on the machine itself while the extension does not build. CI
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from ledger_helpers import normalized_state, outcome
 
-from engine.core.allocation_rules import RuleKind
+from engine.core.allocation_rules import RuleKind, channel_allowance
 from engine.core.ledger_protocol import Ledger
 from engine.core.types import ReservationState, SupplyKind, SupplyOp, aggregate_state
 from engine.ledgers import make_ledger
@@ -282,7 +284,36 @@ class LedgerDifferential(RuleBasedStateMachine):
             candidates = data.draw(st.lists(ranked, min_size=len(lines), max_size=len(lines)))
             whole = data.draw(st.booleans())
             context = data.draw(st.sampled_from([None, "ship|10001", "pickup|store-1"]))
-        self.do_reserve(self.fresh_id(), channel, lines, ttl, allow_partial, candidates, whole, context)
+        backorder = None
+        if data.draw(st.integers(0, 3)) == 0:
+            candidates, backorder = self.draw_backorder(data, lines, candidates, eligible)
+        self.do_reserve(
+            self.fresh_id(), channel, lines, ttl, allow_partial, candidates, whole, context, backorder
+        )
+
+    def draw_backorder(
+        self,
+        data: st.DataObject,
+        lines: list[tuple[str, int, str | None]],
+        candidates: list[tuple[str, ...] | None] | None,
+        eligible: tuple[str, ...] | list[str],
+    ) -> tuple[list[tuple[str, ...] | None] | None, list[int]]:
+        """Backorder allowances for a request, and the candidates that give its
+        node-less lines one node each (mostly; mostly an eligible one, rarely
+        one the ledgers must drop). Rarely a bad list: a negative allowance,
+        an allowance on a line without one node, or the wrong length."""
+        usual = st.sampled_from(list(eligible) or NODES)
+        ranked = list(candidates) if candidates is not None else [None] * len(lines)
+        allowances: list[int] = []
+        for index, (_, _, node) in enumerate(lines):
+            if node is None and data.draw(st.integers(0, 4)) > 0:
+                ranked[index] = (data.draw(rarely(usual, st.sampled_from([*NODES, UNKNOWN_NODE]))),)
+            one_node = node is not None or (ranked[index] is not None and len(ranked[index]) == 1)
+            units = data.draw(st.sampled_from([0, 1, 2, 4, 8])) if one_node else 0
+            allowances.append(data.draw(rarely(st.just(units), st.sampled_from([-1, 3]))))
+        if data.draw(st.integers(0, 19)) == 0:
+            allowances = allowances[:-1] if data.draw(st.booleans()) else [*allowances, 1]
+        return ranked, allowances
 
     @rule(data=st.data())
     def replay_reserve(self, data: st.DataObject) -> None:
@@ -292,10 +323,22 @@ class LedgerDifferential(RuleBasedStateMachine):
         channel, lines, ttl, allow_partial, context = self.requests[rid]
         change = data.draw(
             st.sampled_from(
-                ["same", "same", "quantity", "ttl", "partial", "channel", "extra-line", "context", "ranked"]
+                [
+                    "same",
+                    "same",
+                    "quantity",
+                    "ttl",
+                    "partial",
+                    "channel",
+                    "extra-line",
+                    "context",
+                    "ranked",
+                    "backorder",
+                ]
             )
         )
         candidates: list[tuple[str, ...] | None] | None = None
+        backorder: list[int] | None = None
         if change == "quantity":
             lines = [(lines[0][0], lines[0][1] + 1, lines[0][2]), *lines[1:]]
         elif change == "ttl":
@@ -311,8 +354,12 @@ class LedgerDifferential(RuleBasedStateMachine):
         elif change == "ranked":
             # Other candidates are no other request: a replay does not source again.
             candidates = [tuple(reversed(NODES))] * len(lines)
+        elif change == "backorder":
+            # Nor are other backorder allowances (here, ones a new request would
+            # refuse for its node-less lines).
+            backorder = [3] * len(lines)
         whole = data.draw(st.booleans())
-        self.do_reserve(rid, channel, lines, ttl, allow_partial, candidates, whole, context)
+        self.do_reserve(rid, channel, lines, ttl, allow_partial, candidates, whole, context, backorder)
 
     def do_reserve(
         self,
@@ -324,21 +371,36 @@ class LedgerDifferential(RuleBasedStateMachine):
         candidates: list[tuple[str, ...] | None] | None = None,
         whole: bool = False,
         context: str | None = None,
+        backorder: list[int] | None = None,
     ) -> None:
         existed = self.ref.has_reservation(rid)
         ledgers = (self.ref, self.cand)
-        atp_before = [{(r.sku, r.node): r.atp for r in ledger.iter_rows()} for ledger in ledgers]
         rules = dict(
             zip(self.channel_nodes.get(channel, ()), self.channel_rules.get(channel) or (), strict=False)
         )
         now = self.now
-        if candidates is None and not whole and context is None:
+        # The rows as the reserve sees them: it first expires the holds due at
+        # ``now``, so they are read from a copy that did the same (both ledgers
+        # hold the same state: see same_state).
+        seen = make_ledger(REFERENCE)
+        seen.load_state(self.ref.export_state())
+        seen.expire_due(now)
+        levels_before = {(r.sku, r.node): r for r in seen.iter_rows()}
+        used_before = {key: seen.channel_usage(*key).get(channel, 0) for key in levels_before}
+        if candidates is None and not whole and context is None and backorder is None:
             # The plain call, exactly as every caller made it before promise-driven sourcing.
             kind, _ = self.mutate(lambda ledger: ledger.reserve(rid, channel, lines, ttl, allow_partial, now))
-        else:
+        elif backorder is None:
+            # As callers made it before backorder holds.
             kind, _ = self.mutate(
                 lambda ledger: ledger.reserve(
                     rid, channel, lines, ttl, allow_partial, now, candidates, whole, context
+                )
+            )
+        else:
+            kind, _ = self.mutate(
+                lambda ledger: ledger.reserve(
+                    rid, channel, lines, ttl, allow_partial, now, candidates, whole, context, backorder
                 )
             )
         body = (channel, lines, ttl, allow_partial, context)
@@ -348,6 +410,8 @@ class LedgerDifferential(RuleBasedStateMachine):
             self.requests.setdefault(rid, body)
         if kind != "ok" or existed:
             return
+        # The largest backorder allowance held at each row by this request.
+        allowed: dict[tuple[str, str], int] = {}
         for ledger in ledgers:
             for index, line in enumerate(ledger.get_reservation(rid).lines):
                 if whole and line.allocations:
@@ -356,25 +420,55 @@ class LedgerDifferential(RuleBasedStateMachine):
                 ranked = candidates[index] if candidates is not None else None
                 if line.requested_node is None and ranked is not None:
                     assert {a.node for a in line.allocations} <= set(ranked)
-        # A new hold never pushes a row's ATP below zero (unless it was already).
-        for ledger, before in zip(ledgers, atp_before, strict=True):
+                units = backorder[index] if backorder is not None else 0
+                if units and line.allocations:
+                    # A backorder line is whole, at its one node.
+                    node = line.requested_node or (ranked or ("",))[0]
+                    assert [(a.node, a.quantity) for a in line.allocations] == [(node, line.requested)]
+                    key = (line.sku, node)
+                    allowed[key] = max(allowed.get(key, 0), units)
+        for ledger in ledgers:
             for line in ledger.get_reservation(rid).lines:
                 for alloc in line.allocations:
-                    after = ledger.stock(line.sku, alloc.node).atp
-                    assert after >= 0 or before.get((line.sku, alloc.node), 0) < 0, (
-                        f"{ledger.implementation}: hold {rid} took {line.sku}@{alloc.node} to ATP {after}"
-                    )
+                    key = (line.sku, alloc.node)
+                    level = ledger.stock(*key)
+                    after = level.atp
+                    seen_level = levels_before.get(key)
+                    before = seen_level.atp if seen_level is not None else 0
+                    used = ledger.channel_usage(*key).get(channel, 0)
+                    kind, value = rules.get(alloc.node, (int(RuleKind.NONE), 0))
+                    where = f"{ledger.implementation}: hold {rid} took {line.sku}@{alloc.node} to ATP {after}"
+                    if after < min(before, 0):
+                        # Only a backorder hold takes a row's ATP below zero (or
+                        # further below): to no less than minus the allowance it
+                        # was held with, and only where the channel's rule kept
+                        # none of the shelf from it.
+                        assert after >= -allowed.get(key, 0), where
+                        if kind == RuleKind.NONE or seen_level is None:
+                            allowance = max(before, 0)
+                        else:
+                            allowance = channel_allowance(
+                                seen_level.on_hand,
+                                seen_level.reserved,
+                                seen_level.committed,
+                                seen_level.safety_stock,
+                                kind,
+                                value,
+                                used_before[key],
+                            )
+                        assert allowance == max(before, 0), where
+                        continue
+                    # Otherwise a new hold never pushes a row's ATP below zero
+                    # (unless it was already).
+                    assert after >= 0 or before < 0, where
                     # The channel's rule held: a share or a cap is not exceeded by
                     # a take, and a protection leaves the protected units.
-                    kind, value = rules.get(alloc.node, (int(RuleKind.NONE), 0))
-                    level = ledger.stock(line.sku, alloc.node)
-                    used = ledger.channel_usage(line.sku, alloc.node).get(channel, 0)
                     if kind == RuleKind.SHARE:
                         assert used <= max(level.on_hand - level.safety_stock, 0) * value // 100
                     elif kind == RuleKind.CAP:
                         assert used <= value
                     elif kind == RuleKind.PROTECT:
-                        assert after >= min(value, before.get((line.sku, alloc.node), 0))
+                        assert after >= min(value, before)
 
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:

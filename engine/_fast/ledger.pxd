@@ -124,7 +124,8 @@ ctypedef struct LineRec:
 
 ctypedef struct AllocRec:
     int64_t quantity
-    int32_t row           # -1 only for a loaded image naming a row that does not exist
+    int32_t row           # -1 only for a loaded image naming a row that does not exist, or (while a
+                          # reserve is planned) a backorder hold at a row not created yet
     int32_t node
 
 
@@ -202,6 +203,13 @@ cdef class FastLedger:
     cdef uint64_t _use_mask
     cdef Py_ssize_t _use_n
     cdef int32_t _plan_ch         # the tracked channel of the reserve being planned, else -1
+
+    # --- a reserve with backorder allowances, while it is planned (both None
+    # otherwise). Fields, not arguments: a reserve without allowances then pays
+    # no reference counting for them, only a test per line.
+    cdef tuple _bo_units          # each line's allowance, as check_backorder returns them
+    cdef dict _bo_pending         # (SKU, node number) -> units held there by backorder holds
+                                  # planned at rows that do not exist yet
 
     # --- SKU interning
     cdef StrTable _sku_t
@@ -312,6 +320,9 @@ cdef class FastLedger:
                                  Py_ssize_t n_allocs, bint held, int32_t ch) except? 0xFFFFFFFF
     cdef int _source(self, PlanLine* pl, int64_t quantity, int32_t* candidates,
                      Py_ssize_t count, int64_t* allocated, RuleRec* rules, int32_t ch, bint whole) except -1
+    cdef int _hold_backorder(self, PlanLine* pl, int64_t quantity, int32_t* candidates, Py_ssize_t count,
+                             object units, int64_t* allocated, RuleRec* rules, int32_t ch) except -1
+    cdef int _create_pending_rows(self, Py_ssize_t n) except -1
     cdef Py_ssize_t _candidate_nodes(self, object ranked, uint8_t* elig, Py_ssize_t n_elig) except -1
     cdef int _rollback_holds(self) noexcept
     cdef void _prefetch_rows(self, Py_ssize_t n) noexcept

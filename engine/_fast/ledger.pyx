@@ -49,7 +49,14 @@ from engine.core.errors import (
     UnknownNode,
 )
 from engine._fast.allocation cimport RK_NONE, channel_allowance_c
-from engine.core.ledger import STATE_FORMAT, check_channel_rules, resolved_rule_list, row_violations, usage_violations
+from engine.core.ledger import (
+    STATE_FORMAT,
+    check_backorder,
+    check_channel_rules,
+    resolved_rule_list,
+    row_violations,
+    usage_violations,
+)
 from engine.core.types import (
     MAX_ON_HAND as _PY_MAX_ON_HAND,
     Allocation,
@@ -1771,6 +1778,92 @@ cdef class FastLedger:
                 break
         return 0
 
+    cdef int _hold_backorder(self, PlanLine* pl, int64_t quantity, int32_t* candidates, Py_ssize_t count,
+                             object units, int64_t* allocated, RuleRec* rules, int32_t ch) except -1:
+        """A line allowed ``units`` of expected inbound supply at its one node
+        (``candidates[0]``; ``count`` is 0 when its one candidate is not
+        usable): held whole there or not at all, as the reference's
+        ``_hold_backorder``. ``allocated`` gets the line's quantity when it is
+        held, else what it could take as an ordinary line (``w``, what its
+        shortfall reports).
+
+        At an existing row, this request's earlier holds are on the row
+        already (``reserved`` and channel_used), which is what the reference's
+        ``t`` subtracts; the hold is added the same way. At a missing row (all
+        zeros), ``t`` is what ``_bo_pending`` planned there, and so is the hold:
+        the row is created only once the request has passed every check
+        (``_create_pending_rows``), so a refused request leaves no row behind.
+        ``units`` stays a Python int: the comparison with ``a + units`` is
+        exact whatever the caller passed.
+        """
+        cdef int64_t r, a, w, t = 0
+        cdef int32_t node
+        cdef Row* row
+        cdef AllocRec* al
+        allocated[0] = 0
+        if count == 0:
+            return 0
+        node = candidates[0]
+        r = self._find_key(pl.sku, pl.hash, pl.key, node, fastledger_row_hkey(pl.hash, node))
+        key = None
+        if r >= 0:
+            row = self._row(r)
+            a = row.on_hand - row.reserved - row.committed - row.safety
+            if rules != NULL and rules[node].kind != RK_NONE:
+                w = channel_allowance_c(row.on_hand, row.reserved, row.committed, row.safety,
+                                        rules[node].kind, rules[node].value, self._use_get(r, ch))
+            else:
+                w = a
+        else:
+            key = (<object>pl.sku, node)
+            t = self._bo_pending.get(key, 0)
+            a = -t
+            w = 0  # the allowance of an all-zero row, under any rule or none
+        if w < 0:
+            w = 0
+        if not (quantity <= w or ((a if a > 0 else 0) <= w and quantity <= a + units)):
+            allocated[0] = w
+            return 0
+        if r >= 0 and ch >= 0:
+            # Before the hold is recorded: if this fails, nothing of it is on the row.
+            self._use_add(r, ch, quantity)
+        al = &self._plan_allocs[self._n_plan_allocs]
+        self._n_plan_allocs += 1
+        al.quantity = quantity
+        al.row = <int32_t>r
+        al.node = node
+        if r >= 0:
+            self._row(r).reserved += quantity
+        else:
+            self._bo_pending[key] = t + quantity
+        allocated[0] = quantity
+        return 0
+
+    cdef int _create_pending_rows(self, Py_ssize_t n) except -1:
+        """Put the backorder holds planned at missing rows on new rows, once the
+        request has passed every check (its lines' SKUs are interned by then).
+        Rows are created in line order, as the reference's writes create them.
+        Each hold is recorded on its row only once all of its updates are in,
+        so a failure part way leaves ``_rollback_holds`` exactly what to undo."""
+        cdef Py_ssize_t li, k
+        cdef int64_t r
+        cdef LineRec* line
+        cdef AllocRec* a
+        for li in range(n):
+            line = &self._plan_lines[li]
+            for k in range(line.alloc_first, line.alloc_first + line.alloc_count):
+                a = &self._plan_allocs[k]
+                if a.row >= 0:
+                    continue
+                r = self._find(line.sku, a.node)
+                if r < 0:
+                    r = self._insert_row(line.sku, a.node)
+                if self._plan_ch >= 0:
+                    self._use_add(r, self._plan_ch, a.quantity)
+                self._row(r).reserved += a.quantity
+                a.row = <int32_t>r
+        return 0
+
     cdef Py_ssize_t _candidate_nodes(self, object ranked, uint8_t* elig, Py_ssize_t n_elig) except -1:
         """One line's explicit candidates as node numbers in ``_cand_buf``, in
         their order, without nodes the channel does not sell from (``elig``)
@@ -1808,6 +1901,8 @@ cdef class FastLedger:
         cdef AllocRec* a
         for k in range(self._n_plan_allocs):
             a = &self._plan_allocs[k]
+            if a.row < 0:
+                continue  # a backorder hold planned at a missing row: it never reached a row
             self._row(a.row).reserved -= a.quantity
             if self._plan_ch >= 0:
                 self._use_add(a.row, self._plan_ch, -a.quantity)  # the entry exists: cannot fail
@@ -1887,11 +1982,12 @@ cdef class FastLedger:
         return n
 
     def reserve(self, reservation_id, channel, lines, double ttl_s, bint allow_partial, double now,
-                candidates=None, bint whole_lines=False, context=None):
+                candidates=None, bint whole_lines=False, context=None, backorder=None):
         """Hold stock for every line (all or nothing unless ``allow_partial``).
 
         ``candidates``, ``whole_lines``, ``context``: promise-driven sourcing,
-        as the reference's ``reserve`` documents them."""
+        and ``backorder``: backorder holds, as the reference's ``reserve``
+        documents them."""
         cdef Py_hash_t h = fastledger_hash(reservation_id)
         cdef uint64_t ck[2]
         cdef Py_ssize_t ch = -2, n = -1
@@ -1939,9 +2035,23 @@ cdef class FastLedger:
                 "give one candidate list per line",
                 (FieldViolation("candidates", f"{len(candidates)} candidate lists for {len(lines)} lines"),),
             )
-        error = self._reserve_new(
-            reservation_id, h, channel, ch, lines, n, ttl_s, allow_partial, now, candidates, whole_lines
-        )
+        if backorder is None:
+            error = self._reserve_new(
+                reservation_id, h, channel, ch, lines, n, ttl_s, allow_partial, now, candidates, whole_lines
+            )
+        else:
+            # Backorder allowances, checked by the reference's own check, reach
+            # the planning through fields (see ledger.pxd); None when no line
+            # may be backordered, which is then an ordinary reserve.
+            self._bo_units = check_backorder(lines, candidates, backorder)
+            self._bo_pending = {} if self._bo_units is not None else None
+            try:
+                error = self._reserve_new(
+                    reservation_id, h, channel, ch, lines, n, ttl_s, allow_partial, now, candidates, whole_lines
+                )
+            finally:
+                self._bo_units = None
+                self._bo_pending = None
         if error is not None:
             raise error
         if context is not None:
@@ -1975,7 +2085,8 @@ cdef class FastLedger:
         ``_plan_request``, ``n`` its result). Returns None, or the domain error
         to raise: the caller raises it (see the module docstring).
         ``candidates`` (None, or one node tuple or None per line) and ``whole``:
-        promise-driven sourcing (see ``reserve``)."""
+        promise-driven sourcing (see ``reserve``). ``_bo_units``: None, or the
+        backorder allowance of each line, checked (see ``_hold_backorder``)."""
         cdef Py_ssize_t li, k, ncand, n_short = 0
         cdef int32_t sku_idx, nid
         cdef int32_t* cand
@@ -2043,15 +2154,25 @@ cdef class FastLedger:
                     )
                 line = &self._plan_lines[li]
                 line.alloc_first = <int32_t>self._n_plan_allocs
-                self._source(pl, quantity, cand, ncand, &allocated, rules, track_ch, whole)
-                line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
-                if line.alloc_count > 0:
-                    # Every allocation is a row of this SKU: it names the SKU's number.
-                    sku_idx = self._row(self._plan_allocs[line.alloc_first].row).sku
+                if self._bo_units is None or not self._bo_units[li]:
+                    self._source(pl, quantity, cand, ncand, &allocated, rules, track_ch, whole)
+                    line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
+                    if line.alloc_count > 0:
+                        # Every allocation is a row of this SKU: it names the SKU's number.
+                        sku_idx = self._row(self._plan_allocs[line.alloc_first].row).sku
+                    else:
+                        sku_idx = _st_find(&self._sku_t, pl.sku, pl.hash, pl.key)
+                        if sku_idx < 0:
+                            # Never stocked anywhere: interned only if the reservation is recorded.
+                            unknown_skus = True
                 else:
+                    # A backorder line; ``allocated`` is what a shortfall reports.
+                    self._hold_backorder(pl, quantity, cand, ncand, self._bo_units[li], &allocated, rules,
+                                         track_ch)
+                    line.alloc_count = <int32_t>(self._n_plan_allocs - line.alloc_first)
+                    # Its hold may be planned at a row that does not exist yet (no row to ask).
                     sku_idx = _st_find(&self._sku_t, pl.sku, pl.hash, pl.key)
                     if sku_idx < 0:
-                        # Never stocked anywhere: interned only if the reservation is recorded.
                         unknown_skus = True
                 line.quantity = quantity
                 line.sku = sku_idx
@@ -2076,6 +2197,8 @@ cdef class FastLedger:
                 for li in range(n):
                     if self._plan_lines[li].sku < 0:
                         self._plan_lines[li].sku = self._intern_sku(<object>self._plan[li].sku)
+            if self._bo_pending:
+                self._create_pending_rows(n)
             handle = self._append_record(
                 reservation_id, h, channel, ttl_s, now, now + ttl_s, allow_partial,
                 self._plan_lines, n, self._plan_allocs, self._n_plan_allocs,

@@ -15,6 +15,7 @@ servicer maps the class to a gRPC status code and the reason to ErrorInfo)::
     ├── OutOfStock             FAILED_PRECONDITION  OUT_OF_STOCK, with every short line
     ├── IllegalTransition      FAILED_PRECONDITION  RESERVATION_EXPIRED, RESERVATION_RELEASED, ...
     ├── StockRejected          FAILED_PRECONDITION  NEGATIVE_ON_HAND, ON_HAND_LIMIT
+    ├── NotAllowed             FAILED_PRECONDITION  BACKORDER_NOT_ALLOWED: the channel's settings refuse it
     ├── IdempotencyMismatch    ALREADY_EXISTS       same id, different body; nothing changed
     ├── EtagMismatch           ABORTED              a write based on a version that changed since
     └── StoreUnavailable       UNAVAILABLE          no effect happened; retry with the same id
@@ -32,6 +33,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidArgument",
     "NodeNotEligible",
+    "NotAllowed",
     "NotFound",
     "OutOfStock",
     "Shortfall",
@@ -135,6 +137,17 @@ class IllegalTransition(EngineError):
 
 class StockRejected(EngineError):
     reason = "STOCK_REJECTED"
+
+
+class NotAllowed(EngineError):
+    """The request is well formed, but what it asks for is switched off for
+    its caller (e.g. backorders on a channel that does not take them)."""
+
+    reason = "NOT_ALLOWED"
+
+    def __init__(self, message: str, *, reason: str | None = None, subject: str = "") -> None:
+        super().__init__(message, reason=reason)
+        self.subject = subject
 
 
 class IdempotencyMismatch(EngineError):

@@ -25,7 +25,7 @@ from enum import IntEnum
 from typing import Any
 
 from engine.core.errors import FieldViolation, InvalidArgument, UnknownNode
-from engine.core.types import MAX_QUANTITY
+from engine.core.types import MAX_QUANTITY, StockLevel
 
 __all__ = [
     "DEFAULT_INBOUND_PAGE",
@@ -45,6 +45,7 @@ __all__ = [
     "inbound_violations",
     "page_of",
     "time_phased_atp",
+    "uncovered_shortages",
     "validate_inbound_ids",
     "validate_inbound_records",
 ]
@@ -132,6 +133,19 @@ def time_phased_atp(
         elif available != steps[-1][1]:
             steps.append((record.eta, available))
     return TimePhasedAtp(tuple(steps))
+
+
+def uncovered_shortages(
+    shortages: Iterable[StockLevel], expected: Mapping[tuple[str, str], int]
+) -> list[StockLevel]:
+    """The rows whose shortage the expected inbound supply does not cover.
+
+    A backorder hold is promised from supply still on its way: it leaves
+    ``on_hand < reserved + committed`` by design, up to the units expected
+    at that (SKU, node). Only what goes beyond them is a shortage to report:
+    a recount, or a purchase order cut after backorders were taken on it.
+    """
+    return [level for level in shortages if level.shortage > expected.get((level.sku, level.node), 0)]
 
 
 class InboundOutcome(IntEnum):
@@ -369,6 +383,18 @@ class FutureSupply:
                 promised=(promised or {}).get(node, 0),
             )
         return out
+
+    def expected(self) -> dict[tuple[str, str], int]:
+        """Units expected per (SKU, node): what backorders there may be held against."""
+        return {
+            (sku, node): sum(r.quantity for r in records.values())
+            for sku, nodes in self._by_sku.items()
+            for node, records in nodes.items()
+        }
+
+    def expected_at(self, sku: str, node: str) -> int:
+        records = self._by_sku.get(sku, {}).get(node)
+        return sum(r.quantity for r in records.values()) if records else 0
 
     def _unlink(self, supply_id: str) -> bool:
         old = self._by_id.pop(supply_id, None)

@@ -51,6 +51,7 @@ __all__ = [
     "MAX_VERSION",
     "PureLedger",
     "STATE_FORMAT",
+    "check_backorder",
     "check_channel_rules",
     "row_violations",
     "usable_candidates",
@@ -117,6 +118,51 @@ def check_channel_rules(
         if kind != RuleKind.NONE:
             out[node] = (int(kind), int(value))
     return out
+
+
+def check_backorder(
+    lines: Sequence[tuple[str, int, str | None]],
+    candidates: Sequence[Sequence[str] | None] | None,
+    backorder: Sequence[int] | None,
+) -> tuple[int, ...] | None:
+    """Validate ``reserve``'s backorder allowances and return them as a tuple,
+    or None when no line may be backordered (none given, or all 0), so that
+    such a request takes exactly the path of one without them. Shared by both
+    ledgers so they accept and refuse exactly the same.
+
+    A line with an allowance is held at one node, or it could not be told
+    which node's inbound supply it counts on: its named node, or its one
+    candidate. Only the number of candidates is checked here; whether that
+    candidate is usable is sourcing's business (an unusable one gets nothing).
+    """
+    if backorder is None:
+        return None
+    if len(backorder) != len(lines):
+        raise InvalidArgument(
+            "give one backorder allowance per line",
+            (FieldViolation("backorder", f"{len(backorder)} allowances for {len(lines)} lines"),),
+        )
+    out: list[int] = []
+    for i, units in enumerate(backorder):
+        if not isinstance(units, int) or units < 0:
+            raise InvalidArgument(
+                f"backorder allowance {i} is not a non-negative integer",
+                (FieldViolation(f"backorder[{i}]", f"must be a non-negative integer, got {units!r}"),),
+            )
+        if units and lines[i][2] is None:
+            ranked = candidates[i] if candidates is not None else None
+            if ranked is None or len(ranked) != 1:
+                raise InvalidArgument(
+                    "a backorder line is held at one node",
+                    (
+                        FieldViolation(
+                            f"backorder[{i}]",
+                            "a backorder line is held at one node: name it, or give exactly one candidate",
+                        ),
+                    ),
+                )
+        out.append(int(units))
+    return tuple(out) if any(out) else None
 
 
 def resolved_rule_list(
@@ -454,6 +500,7 @@ class PureLedger:
         candidates: Sequence[Sequence[str] | None] | None = None,
         whole_lines: bool = False,
         context: str | None = None,
+        backorder: Sequence[int] | None = None,
     ) -> int:
         """Hold stock for every line (all or nothing unless ``allow_partial``).
 
@@ -473,6 +520,14 @@ class PureLedger:
         compared on a replay like the rest of the body; the candidates are
         not: they depend on the stock at the time, and a replay returns the
         stored result without sourcing again.
+
+        Backorder holds: ``backorder`` (None: no line may be backordered) gives
+        per line the units of inbound supply expected at the line's one node
+        (its named node, or its single candidate); 0 holds the line from the
+        shelf only. A line with an allowance is held whole or not at all, and
+        may push its row's ATP below zero down to minus its allowance (see
+        ``_hold_backorder``). Like the candidates, the allowances are not part
+        of the body compared on a replay.
         """
         self.expire_due(now)
         existing = self._reservations.get(reservation_id)
@@ -488,6 +543,7 @@ class PureLedger:
                 "give one candidate list per line",
                 (FieldViolation("candidates", f"{len(candidates)} candidate lists for {len(lines)} lines"),),
             )
+        allowances = check_backorder(lines, candidates, backorder)
 
         taken: dict[tuple[str, str], int] = {}
         planned: list[tuple[str, int, str | None, list[tuple[str, int]]]] = []
@@ -503,10 +559,14 @@ class PureLedger:
                 nodes = usable_candidates(ranked, eligible)
             else:
                 nodes = eligible
-            allocations = self._source(sku, quantity, nodes, taken, channel, whole_lines)
-            allocated = sum(q for _, q in allocations)
-            if allocated < quantity:
-                shortfalls.append(Shortfall(index, sku, quantity, allocated))
+            units = allowances[index] if allowances is not None else 0
+            if units:
+                allocations, available = self._hold_backorder(sku, quantity, nodes, taken, channel, units)
+            else:
+                allocations = self._source(sku, quantity, nodes, taken, channel, whole_lines)
+                available = sum(q for _, q in allocations)
+            if available < quantity:
+                shortfalls.append(Shortfall(index, sku, quantity, available))
             for n, q in allocations:
                 taken[(sku, n)] = taken.get((sku, n), 0) + q
             planned.append((sku, quantity, node, allocations))
@@ -521,7 +581,12 @@ class PureLedger:
         tracked = channel in self._tracked
         for sku, quantity, node, allocations in planned:
             for n, q in allocations:
-                self._rows[(sku, n)][RESERVED] += q
+                row = self._rows.get((sku, n))
+                if row is None:
+                    # Only a backorder hold is planned at a missing row: it starts
+                    # the row, with nothing on hand yet.
+                    row = self._rows[(sku, n)] = [0, 0, 0, 0, 0]
+                row[RESERVED] += q
                 if tracked:
                     self._add_used(sku, n, channel, q)
             state = HELD if allocations else RELEASED
@@ -982,6 +1047,52 @@ class PureLedger:
             if remaining == 0:
                 break
         return allocations
+
+    def _hold_backorder(
+        self,
+        sku: str,
+        quantity: int,
+        nodes: Sequence[str],
+        taken: dict[tuple[str, str], int],
+        channel: str,
+        units: int,
+    ) -> tuple[list[tuple[str, int]], int]:
+        """A line allowed ``units`` of expected inbound supply at its one node:
+        held whole there, or not at all (the backorder rule).
+
+        Returns its allocations and the figure a shortfall reports: the line's
+        quantity when held, else what it could take as an ordinary line (``w``).
+        ``nodes`` is the line's one node, or nothing when its one candidate is
+        not usable. With ``a`` the row's raw ATP less what this request already
+        took there (``taken``), and ``w`` what an ordinary line could take
+        (the channel's allowance where it has a rule there, else ``a``; never
+        below 0), the line is held when ``w`` covers it, or else when the
+        channel's rule keeps none of the shelf from it (``max(a, 0) <= w``) and
+        the shelf plus the supply not yet spoken for covers it
+        (``quantity <= a + units``): then the row's ATP ends at no less than
+        ``-units``. A missing row counts as all zeros (and is created by the hold).
+        """
+        if not nodes:
+            return [], 0
+        (node,) = nodes
+        row = self._rows.get((sku, node))
+        on_hand, reserved, committed, safety = (
+            (row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY]) if row else (0, 0, 0, 0)
+        )
+        t = taken.get((sku, node), 0)
+        a = on_hand - reserved - committed - safety - t
+        rules = self._rules.get(channel)
+        rule = rules.get(node) if rules else None
+        if rule is not None:
+            # ``t`` counts as the channel's, exactly as in ``_source``.
+            used = self._used.get((sku, node, channel), 0) + t
+            w = channel_allowance(on_hand, reserved + t, committed, safety, rule[0], rule[1], used)
+        else:
+            w = a
+        w = max(w, 0)
+        if quantity <= w or (max(a, 0) <= w and quantity <= a + units):
+            return [(node, quantity)], quantity
+        return [], w
 
     def _get(self, reservation_id: str) -> _Reservation:
         res = self._reservations.get(reservation_id)

@@ -33,11 +33,12 @@ Requests are trusted, like the ledger's: the servicer runs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import IntEnum
 from typing import NamedTuple
@@ -201,22 +202,23 @@ class ReserveFulfillment:
     pickup_store: str | None = None
     service_level: str | None = None
     allow_split: bool = False
+    allow_backorder: bool = False
 
     def key(self) -> str:
         """Canonical text of the context, stored with the reservation and
         compared on a replay: another destination is another request."""
         d = self.destination
-        return json.dumps(
-            [
-                int(self.method),
-                None if d is None else [d.postal_code, d.latitude, d.longitude, d.region],
-                self.pickup_store,
-                self.service_level,
-                bool(self.allow_split),
-            ],
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        fields: list[object] = [
+            int(self.method),
+            None if d is None else [d.postal_code, d.latitude, d.longitude, d.region],
+            self.pickup_store,
+            self.service_level,
+            bool(self.allow_split),
+        ]
+        if self.allow_backorder:
+            # Appended only when set: contexts stored before backorders keep their text.
+            fields.append(True)
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
 class NodePromise(NamedTuple):
@@ -224,7 +226,9 @@ class NodePromise(NamedTuple):
 
     promise_date: date  # delivery date (SHIP), or the pickup store's local date when ready (PICKUP)
     ready_at: datetime | None  # PICKUP: when ready at the pickup store (its time zone)
-    source: SupplySource  # STOCK, or TRANSFER to the pickup store
+    source: SupplySource  # STOCK, TRANSFER to the pickup store, or INBOUND (a backorder)
+    available_at: datetime | None = None  # INBOUND: when the supply counted on arrives
+    supply_ids: tuple[str, ...] = ()  # INBOUND: the inbound records counted on
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +246,19 @@ class ReserveRanking:
     candidates: tuple[tuple[str, ...] | None, ...]
     promises: Mapping[str, NodePromise]
     time_zone: str | None = None  # PICKUP: the pickup store's
+    # Backorders (allow_backorder): per line, the inbound units expected at its
+    # one candidate node that the hold may count on (0: shelf only), and the
+    # promise of each backordered line (at that node, from its supply).
+    backorder: tuple[int, ...] | None = None
+    backorder_promises: Mapping[int, tuple[str, NodePromise]] = field(default_factory=dict)
 
-    def promise(self, node: str) -> NodePromise | None:
+    def promise(self, node: str, line: int | None = None) -> NodePromise | None:
+        """The promise of units at ``node``; for a backordered line held
+        there, the promise of its inbound supply."""
+        if line is not None:
+            backordered = self.backorder_promises.get(line)
+            if backordered is not None and backordered[0] == node:
+                return backordered[1]
         return self.promises.get(node)
 
 
@@ -749,6 +764,8 @@ class Promiser:
         eligible: Sequence[str],
         atp: AtpSource,
         full: Collection[str] = (),
+        future: FutureSupply | None = None,
+        promised: Mapping[tuple[str, str], int] | None = None,
     ) -> ReserveRanking:
         """The ranked candidate nodes of each line of a Reserve, and the promise
         of units at each node that may be chosen.
@@ -762,6 +779,14 @@ class Promiser:
         store, then distance, then priority. The store's atomic hold takes the
         first candidate covering a line, else splits in this order (only with
         ``allow_split``): the ledger is the final check on stock.
+
+        Backorders (``fulfillment.allow_backorder``, with ``future``: the
+        inbound supply the channel may count on, and ``promised``: the units
+        per (SKU, node) already promised beyond the shelf): a line this read
+        finds no stock for gets one candidate, the node whose inbound supply
+        gives the best promise, as Quote's backorder option picks it (SHIP:
+        earliest delivery, then nearest, then priority; PICKUP: the pickup
+        store itself), and the units expected there as its backorder allowance.
         """
         now = self._clock()
         lookup = atp if callable(atp) else _mapping_lookup(atp)
@@ -776,9 +801,17 @@ class Promiser:
                 spec.append((line.sku, line.quantity, m))
                 sourced.append(i)
         named = {line.node for line in lines if line.node is not None}
+        supply = future if fulfillment.allow_backorder else None
         if fulfillment.method == FulfillmentMethod.PICKUP:
-            return self._rank_pickup(lines, fulfillment, now, eligible, spec, sourced, named, full)
-        return self._rank_ship(lines, fulfillment, now, eligible, spec, sourced, named, full)
+            ranking = self._rank_pickup(lines, fulfillment, now, eligible, spec, sourced, named, full)
+            if supply is not None:
+                ranking = self._backorder_pickup(
+                    ranking, fulfillment, now, eligible, spec, sourced, supply, promised
+                )
+            return ranking
+        return self._rank_ship(
+            lines, fulfillment, now, eligible, spec, sourced, named, full, supply, promised
+        )
 
     def _rank_ship(
         self,
@@ -790,6 +823,8 @@ class Promiser:
         sourced: list[int],
         named: set[str],
         full: Collection[str],
+        future: FutureSupply | None = None,
+        promised: Mapping[tuple[str, str], int] | None = None,
     ) -> ReserveRanking:
         net = self.network
         if fulfillment.destination is None:
@@ -832,7 +867,29 @@ class Promiser:
         promises = {
             node: NodePromise(self._date(day), None, SupplySource.STOCK) for node, (day, _, _) in days.items()
         }
-        return ReserveRanking(FulfillmentMethod.SHIP, name, tuple(candidates), promises)
+        if future is None:
+            return ReserveRanking(FulfillmentMethod.SHIP, name, tuple(candidates), promises)
+        allowance = [0] * len(lines)
+        backordered: dict[int, tuple[str, NodePromise]] = {}
+        # Earlier backorders of this request speak for their units too.
+        spoken = dict(promised or {})
+        for j, i in enumerate(sourced):
+            if plans[j] is not None:
+                continue
+            option = self._ship_backorder(
+                j, name, service, dest, now, eligible, spec, plans, future, spoken, _SHIP_CAPS
+            )
+            if option is None:
+                continue  # nothing will cover it: the hold reports it short
+            (units,) = option.allocations
+            sku = spec[j][0]
+            candidates[i] = (units.node,)
+            allowance[i] = future.expected_at(sku, units.node)
+            backordered[i] = (units.node, _inbound_promise(units, None))
+            spoken[(sku, units.node)] = spoken.get((sku, units.node), 0) + units.quantity
+        return ReserveRanking(
+            FulfillmentMethod.SHIP, name, tuple(candidates), promises, None, tuple(allowance), backordered
+        )
 
     def _rank_pickup(
         self,
@@ -885,6 +942,62 @@ class Promiser:
             candidates[i] = (store, *transfers)
         return ReserveRanking(
             FulfillmentMethod.PICKUP, None, tuple(candidates), promises, net.nodes[k_store].time_zone
+        )
+
+    def _backorder_pickup(
+        self,
+        ranking: ReserveRanking,
+        fulfillment: ReserveFulfillment,
+        now: float,
+        eligible: Sequence[str],
+        spec: list[PlanLine],
+        sourced: list[int],
+        future: FutureSupply,
+        promised: Mapping[tuple[str, str], int] | None,
+    ) -> ReserveRanking:
+        """Backordered PICKUP lines: held at the pickup store itself against its
+        inbound supply, when neither its shelf nor one transfer source (nor,
+        with ``allow_split``, all of them) has the line in this read."""
+        store = fulfillment.pickup_store
+        assert store is not None  # _rank_pickup refused a context without one
+        if _position(eligible, store) < 0:
+            return ranking  # the channel does not hold stock there, inbound or not
+        k_store = self.network.position(store, "fulfillment.pickup_store")
+        cal = self.network.calendars[k_store]
+        candidates = list(ranking.candidates)
+        allowance = [0] * len(candidates)
+        backordered: dict[int, tuple[str, NodePromise]] = {}
+        spoken = dict(promised or {})
+        left: dict[tuple[str, str], int] = {}  # shelf units earlier lines of this request took
+        for j, i in enumerate(sourced):
+            sku, qty, atp = spec[j]
+            nodes = candidates[i] or ()
+            have = {n: max(0, atp.get(n, 0) - left.get((sku, n), 0)) for n in nodes}
+            taking = _as_the_hold_takes(have, qty, fulfillment.allow_split)
+            if taking:
+                for n, q in taking:
+                    left[(sku, n)] = left.get((sku, n), 0) + q
+                continue
+            records = future.for_sku(sku).get(store, ())
+            if not records:
+                continue
+            shelf = {store: max(0, atp.get(store, 0)) - left.get((sku, store), 0)}
+            found = self._inbound_at(sku, store, qty, shelf, spec, None, records, spoken, now)
+            if found is None:
+                continue
+            arrives, ids = found
+            ready_dt = datetime.fromtimestamp(cal.pickup_ready_at(arrives), cal.zone)
+            candidates[i] = (store,)
+            allowance[i] = future.expected_at(sku, store)
+            backordered[i] = (
+                store,
+                NodePromise(
+                    ready_dt.date(), ready_dt, SupplySource.INBOUND, datetime.fromtimestamp(arrives, UTC), ids
+                ),
+            )
+            spoken[(sku, store)] = spoken.get((sku, store), 0) + qty
+        return dataclasses.replace(
+            ranking, candidates=tuple(candidates), backorder=tuple(allowance), backorder_promises=backordered
         )
 
     # ---------------------------------------------------------- endless aisle
@@ -955,6 +1068,29 @@ class Promiser:
                 self._without.clear()
             out = self._without[key] = tuple(n for n in key[0] if n != node)
         return out
+
+
+def _as_the_hold_takes(have: Mapping[str, int], qty: int, split: bool) -> list[tuple[str, int]]:
+    """What the ledger's sourcing takes from candidates with ``have`` units
+    (in order): the first covering the line, else (``split``) greedily; empty
+    when they cannot cover it."""
+    for node, units in have.items():
+        if units >= qty:
+            return [(node, qty)]
+    if not split or sum(have.values()) < qty:
+        return []
+    taking: list[tuple[str, int]] = []
+    for node, units in have.items():
+        if units and qty:
+            taking.append((node, min(units, qty)))
+            qty -= taking[-1][1]
+    return taking
+
+
+def _inbound_promise(units: SourcedUnits, ready_at: datetime | None) -> NodePromise:
+    return NodePromise(
+        units.promise_date, ready_at, SupplySource.INBOUND, units.available_at, units.supply_ids
+    )
 
 
 def _mapping_lookup(atp: Mapping[str, Mapping[str, int]]) -> Callable[[str], Mapping[str, int]]:

@@ -121,11 +121,18 @@ class RankedSourcing:
     or None for a line that names its node; they are not part of the body
     (they depend on the stock at the time, and a replay is not sourced
     again). ``whole_lines``: a line is taken whole by one node or not at all.
+
+    ``backorder`` (None: no line may be backordered): per line, the units of
+    inbound supply expected at the line's one node (its named node, or its
+    single candidate), which the line may be held against when the shelf
+    cannot cover it; 0 for a line held from the shelf only. Like the
+    candidates it is not part of the body (see ``Ledger.reserve``).
     """
 
     context: str
     candidates: tuple[tuple[str, ...] | None, ...]
     whole_lines: bool
+    backorder: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,9 +322,13 @@ class Channel:
 
     ``allocation_rules`` limit what the channel may take of a node's stock
     (engine/core/allocation_rules.py); each rule's ``channel`` is this id.
+    ``allow_backorder``: a promise-driven Reserve of this channel may hold a
+    line against inbound supply (a backorder or preorder) when the shelf
+    cannot cover it, if the request asks for it too.
     """
 
     id: str
     nodes: tuple[str, ...] = field(default_factory=tuple)
     name: str = ""
     allocation_rules: tuple[AllocationRule, ...] = ()
+    allow_backorder: bool = False

@@ -159,6 +159,7 @@ def reserve_fulfillment(pb: inventory_service_pb2.ReserveRequest) -> ReserveFulf
         pickup_store=f.pickup_store or None,
         service_level=f.service_level or None,
         allow_split=f.allow_split,
+        allow_backorder=f.allow_backorder,
     )
 
 
@@ -245,6 +246,7 @@ def channel_from_pb(pb: network_service_pb2.Channel) -> Channel:
         nodes=tuple(pb.nodes),
         name=pb.name,
         allocation_rules=tuple(_rule_from_pb(pb.id, r) for r in pb.allocation_rules),
+        allow_backorder=pb.allow_backorder,
     )
 
 
@@ -348,20 +350,27 @@ def reservation_pb(
 
 def _date_lines(out: inventory_service_pb2.Reservation, ranking: ReserveRanking) -> None:
     """Promise dates of the allocations the store made, from the promiser's
-    per-node promises; a line's promise is the latest of its allocations'.
-    A line with an allocation the promiser could not date (a named node that
-    cannot serve the method) gets no line promise."""
+    per-node promises (a backordered line's from its inbound supply); a line's
+    promise is the latest of its allocations'. A line with an allocation the
+    promiser could not date (a named node that cannot serve the method) gets
+    no line promise."""
     for line in out.lines:
         latest = None
         dated = bool(line.allocations)
         for a in line.allocations:
-            promise = ranking.promise(a.node)
+            promise = ranking.promise(a.node, line.line_index)
             if promise is None:
                 dated = False
                 continue
             _set_date(a.promise_date, promise.promise_date)
+            a.source = _SOURCE_PB[promise.source]
             if promise.ready_at is not None:
                 _set_timestamp(a.ready_time, promise.ready_at.timestamp())
+            if promise.source == SupplySource.INBOUND:
+                line.backorder = True
+                if promise.available_at is not None:
+                    _set_timestamp(a.available_time, promise.available_at.timestamp())
+                a.supply_ids.extend(promise.supply_ids)
             if (
                 latest is None
                 or promise.promise_date > latest.promise_date
@@ -554,6 +563,7 @@ def channel_pb(channel: Channel) -> network_service_pb2.Channel:
             )
             for rule in channel.allocation_rules
         ],
+        allow_backorder=channel.allow_backorder,
     )
 
 

@@ -14,7 +14,8 @@ trailer. Its details are, in this order:
   ``OUT_OF_STOCK``, subject ``lines[i]``) for clients that only know the
   standard types (that mirror stops earlier on very long orders);
 - other FAILED_PRECONDITION: one ``PreconditionFailure`` violation (type the
-  reason, subject the reservation id);
+  reason, subject the reservation id, or for NotAllowed what refused it:
+  ``channels/web``);
 - NOT_FOUND: ``google.rpc.ResourceInfo``;
 - UNAVAILABLE and RESOURCE_EXHAUSTED: ``google.rpc.RetryInfo``.
 
@@ -52,6 +53,7 @@ from engine.core.errors import (
     IllegalTransition,
     InvalidArgument,
     NodeNotEligible,
+    NotAllowed,
     NotFound,
     OutOfStock,
     Shortfall,
@@ -116,6 +118,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (OutOfStock, grpc.StatusCode.FAILED_PRECONDITION),
     (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
     (StockRejected, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotAllowed, grpc.StatusCode.FAILED_PRECONDITION),
     (IdempotencyMismatch, grpc.StatusCode.ALREADY_EXISTS),
     (EtagMismatch, grpc.StatusCode.ABORTED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -238,8 +241,8 @@ def _details_for(exc: EngineError, info: error_details_pb2.ErrorInfo) -> list[An
         if len(detail.shortfalls) < total:
             info.metadata["omitted_shortfalls"] = str(total - len(detail.shortfalls))
         return [detail, failure]
-    if isinstance(exc, IllegalTransition | StockRejected):
-        subject = info.metadata.get("reservation_id", "")
+    if isinstance(exc, IllegalTransition | StockRejected | NotAllowed):
+        subject = exc.subject if isinstance(exc, NotAllowed) else info.metadata.get("reservation_id", "")
         return [
             error_details_pb2.PreconditionFailure(
                 violations=[
@@ -390,6 +393,8 @@ def to_engine_error(details: ErrorDetails) -> EngineError:
             return OutOfStock(details.shortfalls)
         if reason in ("NEGATIVE_ON_HAND", "ON_HAND_LIMIT", StockRejected.reason):
             return StockRejected(message, reason=reason)
+        if reason in ("BACKORDER_NOT_ALLOWED", NotAllowed.reason):
+            return NotAllowed(message, reason=reason)
         return IllegalTransition(message, reason=reason)
     simple: dict[grpc.StatusCode, type[EngineError]] = {
         grpc.StatusCode.NOT_FOUND: NotFound,

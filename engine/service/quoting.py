@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from engine.core.capacity import capacity_days
 from engine.core.carriers import CarrierTable, parse_carriers
-from engine.core.errors import FieldViolation, InvalidArgument, UnknownChannel, UnknownNode
+from engine.core.errors import FieldViolation, InvalidArgument, NotAllowed, UnknownChannel, UnknownNode
 from engine.core.future_supply import FutureSupply
 from engine.core.network import Network
 from engine.core.promising import (
@@ -45,7 +45,7 @@ from engine.core.promising import (
     validate_quote,
     validate_reserve_fulfillment,
 )
-from engine.core.types import Channel, LineRequest, Node
+from engine.core.types import Channel, LineRequest, Node, SkuAvailability
 from engine.core.validation import channel_violations
 from engine.store.base import CarrierRecord, Store
 
@@ -119,16 +119,11 @@ class StorePromiser:
             results = await self._store.availability(skus, channel, None, True)
             atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
             return compiled.promiser.quote(request, eligible=eligible, atp=atp, full=full)
-        # Backorders also need the SKUs' inbound supply: read concurrently with
-        # the stock (on Redis, two calls in one pipeline).
-        results, records = await asyncio.gather(
-            self._store.availability(skus, channel, None, True), self._store.inbound(skus)
-        )
+        _check_backorders(compiled, channel)
+        results, future, promised = await self._stock_and_supply(skus, channel)
         atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
-        # promised={}: nothing can be reserved against inbound supply yet, so
-        # no units of it are spoken for; every backorder quote sees all of it.
         return compiled.promiser.quote(
-            request, eligible=eligible, atp=atp, future=FutureSupply(records), promised={}, full=full
+            request, eligible=eligible, atp=atp, future=future, promised=promised, full=full
         )
 
     async def rank_reserve(
@@ -148,14 +143,51 @@ class StorePromiser:
         except InvalidArgument as exc:
             violations = _as_violations(exc)
         eligible = _channel_nodes(compiled, channel, violations)
+        if fulfillment.allow_backorder:
+            _check_backorders(compiled, channel)
         skus = list(dict.fromkeys(line.sku for line in lines if line.node is None))
         atp: dict[str, dict[str, int]] = {}
-        if skus:
+        future: FutureSupply | None = None
+        promised: dict[tuple[str, str], int] | None = None
+        if skus and fulfillment.allow_backorder:
+            results, future, promised = await self._stock_and_supply(skus, channel)
+            atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
+        elif skus:
             results = await self._store.availability(skus, channel, None, True)
             atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
         # Nodes whose orders for today are used up release tomorrow: ranked as Quote dates them.
         full = await self._full(compiled)
-        return compiled.promiser.rank_reserve(lines, fulfillment, eligible=eligible, atp=atp, full=full)
+        return compiled.promiser.rank_reserve(
+            lines, fulfillment, eligible=eligible, atp=atp, full=full, future=future, promised=promised
+        )
+
+    async def _stock_and_supply(
+        self, skus: Sequence[str], channel: str
+    ) -> tuple[list[SkuAvailability], FutureSupply, dict[tuple[str, str], int]]:
+        """The channel's stock of the SKUs and the inbound supply it may take
+        backorders on, read concurrently (on Redis, in one pipeline), and the
+        units per (SKU, node) already promised beyond the shelf.
+
+        A backorder hold takes the shelf's ATP first, then counts on supply
+        (engine/core/ledger.py, ``reserve``): a node whose allocation rules
+        keep part of its shelf from the channel cannot take one, so its
+        supply is left out. Backorders already held there leave the row's
+        ATP below zero by the units they wait for: those are promised.
+        """
+        results, records = await asyncio.gather(
+            self._store.availability(skus, channel, None, True), self._store.inbound(skus)
+        )
+        promised: dict[tuple[str, str], int] = {}
+        ruled: set[tuple[str, str]] = set()
+        for r in results:
+            for n in r.nodes:
+                raw = n.on_hand - n.reserved - n.committed - n.safety_stock
+                if raw < 0:
+                    promised[(r.sku, n.node)] = -raw
+                elif n.atp < raw:
+                    ruled.add((r.sku, n.node))
+        future = FutureSupply(rec for rec in records if (rec.sku, rec.node) not in ruled)
+        return results, future, promised
 
     async def find_in_stores(
         self, channel: str, store: str, sku: str, *, quantity: int, limit: int
@@ -227,6 +259,17 @@ class StorePromiser:
         promiser = Promiser(network, clock=self._clock, impl=self._impl)
         compiled = self._compiled = _Compiled(nodes, {c.id: c for c in channels}, promiser, record.version)
         return compiled
+
+
+def _check_backorders(compiled: _Compiled, channel: str) -> None:
+    """Backorders only for a channel set to take them (Channel.allow_backorder)."""
+    found = compiled.channels.get(channel)
+    if found is not None and not found.allow_backorder:
+        raise NotAllowed(
+            f"channel {channel!r} does not take backorders (Channel.allow_backorder)",
+            reason="BACKORDER_NOT_ALLOWED",
+            subject=f"channels/{channel}",
+        )
 
 
 def _quote_violations(request: QuoteRequest, network: Network) -> list[FieldViolation]:

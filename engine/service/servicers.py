@@ -138,7 +138,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 return convert.reservation_pb(await self._store.reserve(reserve))
             reserve = dataclasses.replace(
                 reserve,
-                sourcing=RankedSourcing(fulfillment.key(), ranking.candidates, not fulfillment.allow_split),
+                sourcing=RankedSourcing(
+                    fulfillment.key(), ranking.candidates, not fulfillment.allow_split, ranking.backorder
+                ),
             )
             check_deadline(context)
             return convert.reservation_pb(await self._store.reserve(reserve), ranking)

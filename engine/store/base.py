@@ -29,6 +29,10 @@ __all__ = ["AuditReport", "CarrierRecord", "Store"]
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
+    """``shortages``: rows whose on_hand no longer covers reserved + committed
+    beyond what inbound supply expected there covers (backorder holds are
+    covered by it; see ``future_supply.uncovered_shortages``)."""
+
     violations: tuple[str, ...]
     shortages: tuple[StockLevel, ...]
     rows: int

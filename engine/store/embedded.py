@@ -93,6 +93,7 @@ from engine.core.future_supply import (
     decode_inbound,
     encode_inbound,
     page_of,
+    uncovered_shortages,
 )
 from engine.core.ledger_protocol import Ledger
 from engine.core.types import (
@@ -610,9 +611,19 @@ class EmbeddedStore:
                 # Promise-driven sourcing: the candidates the promiser ranked
                 # when the reserve was made are in the record, so a replay takes
                 # the same nodes whatever the promiser would say today.
-                candidates, whole_lines, context = ranked
+                # The backorder allowances too: the inbound supply of that moment.
+                candidates, whole_lines, context, *backorder = ranked
                 return ledger.reserve(
-                    rid, channel, lines, ttl_s, allow_partial, now, candidates, whole_lines, context
+                    rid,
+                    channel,
+                    lines,
+                    ttl_s,
+                    allow_partial,
+                    now,
+                    candidates,
+                    whole_lines,
+                    context,
+                    backorder[0] if backorder else None,
                 )
             return ledger.reserve(rid, channel, lines, ttl_s, allow_partial, now)
         if op == "commit":
@@ -1082,6 +1093,9 @@ class EmbeddedStore:
             # Only then: a plain reserve's record stays as it always was.
             ranked = [None if c is None else list(c) for c in sourcing.candidates]
             args += [ranked, bool(sourcing.whole_lines), sourcing.context]
+            if sourcing.backorder is not None:
+                # Only then, too: older records have three sourcing fields.
+                args.append([int(units) for units in sourcing.backorder])
         is_replay = self._ledger.has_reservation(rid)
         reservation: Reservation = await self._write(
             "reserve",
@@ -1208,7 +1222,7 @@ class EmbeddedStore:
             violations.append(f"journal failed, writes stopped: {self._failure!r}")
         return AuditReport(
             violations=tuple(violations),
-            shortages=tuple(ledger.shortages()),
+            shortages=tuple(uncovered_shortages(ledger.shortages(), self._inbound.expected())),
             rows=ledger.row_count(),
             reservations=ledger.reservation_count(),
         )

@@ -8,10 +8,11 @@ messages are the reference ledger's, so a report reads the same on both stores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.core.future_supply import uncovered_shortages
 from engine.core.types import StockLevel
 from engine.store.base import AuditReport
 from engine.store.redis.network import NetworkCopy
@@ -62,7 +63,16 @@ class ShardAudit:
         return cls(rows, unbacked, holding, list(unscheduled), int(subs), int(done), usage)
 
 
-def build_report(shards: Sequence[ShardAudit], now: float, network: NetworkCopy) -> AuditReport:
+def build_report(
+    shards: Sequence[ShardAudit],
+    now: float,
+    network: NetworkCopy,
+    expected: Mapping[tuple[str, str], int] | None = None,
+) -> AuditReport:
+    """The report; ``expected``: units of inbound supply expected per (SKU,
+    node). A row's shortage is reported only beyond them, as the embedded store
+    reports it: backorder holds leave on_hand < reserved + committed by design,
+    up to the supply on its way (``future_supply.uncovered_shortages``)."""
     violations: list[str] = []
     # A reservation spanning shards is held in several of them: report it once.
     stale = sorted({(at, rid) for shard in shards for rid, at in shard.holding if at < now - SWEEP_SLACK_S})
@@ -99,7 +109,9 @@ def build_report(shards: Sequence[ShardAudit], now: float, network: NetworkCopy)
             violations.append(f"channel {channel_id}: nodes {', '.join(missing)} are not defined")
     return AuditReport(
         violations=tuple(violations),
-        shortages=tuple(sorted(shortages, key=lambda level: (level.sku, level.node))),
+        shortages=tuple(
+            uncovered_shortages(sorted(shortages, key=lambda level: (level.sku, level.node)), expected or {})
+        ),
         rows=sum(len(shard.rows) for shard in shards),
         reservations=sum(shard.done for shard in shards),
     )

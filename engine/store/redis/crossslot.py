@@ -34,6 +34,11 @@ lines (by SKU). ``owner`` is the token of this engine process.
    giving their units back), delete the entry, raise OutOfStock with the
    short lines of every slot. If the entry is no longer ours, another process
    took the attempt over: start again from 1 (which will then replay or wait).
+   A backorder hold may have started a row that did not exist (in a slot that
+   held while another refused): the sub-reservation lists the rows it started,
+   and the compensation removes those that are back to nothing, so a refused
+   reservation leaves no row behind, as on one slot. (An attempt abandoned by
+   a crash leaves such a row at zero when its holds expire: it reads as no row.)
 4. **Done** (``reserve_finish.lua``): the entry becomes DONE (PERSIST) only
    if still PENDING and ours; else start again from 1.
 

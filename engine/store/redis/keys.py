@@ -23,7 +23,8 @@ Keys of shard ``k`` (``P = <ns>:{<tag k>}:``)
 ``P s:<sku>``  HASH, the counters of every (sku, node) row of one SKU:
     fields ``<node>:oh`` on_hand, ``<node>:rs`` reserved, ``<node>:cm``
     committed, ``<node>:ss`` safety stock, ``<node>:v`` SetStock version. A row
-    exists once a supply change touched it (``<node>:v`` is then present).
+    exists once a supply change touched it, or a backorder hold started it
+    (on_hand 0; ``<node>:v`` is then present).
     ``<node> TAB <channel>``: channel_used, the units of that channel held or
     committed at the row, for every channel (whatever its allocation rules: a
     rule added later needs them, and no script can recount a shard), present
@@ -34,7 +35,10 @@ Keys of shard ``k`` (``P = <ns>:{<tag k>}:``)
     (seconds, Python float repr), ``xm`` expires_at in ms, ``own`` the token of
     the engine process that created it (cross-slot reservations; empty
     otherwise), ``ch`` the reservation's channel (expiry and the transitions
-    run in this shard and keep its channel_used), and one field ``L<index>`` per line:
+    run in this shard and keep its channel_used), ``nw`` (cross-slot attempts
+    only, when any) the rows its backorder holds started, ``sku TAB node ...``,
+    which its compensation removes again if they are back to nothing, and one
+    field ``L<index>`` per line:
     ``sku TAB quantity TAB requested_node TAB state TAB node TAB qty ...``
     (requested_node empty for none; then the allocations). Ids never contain
     whitespace, so TAB is a safe separator.

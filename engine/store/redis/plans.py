@@ -12,7 +12,9 @@ from engine.store.redis.runner import Arg
 __all__ = ["ReservationFacts", "ReservePlan", "Line", "line_args", "ms", "seconds"]
 
 # (index, sku, quantity, requested node or ''), and with promise-driven
-# sourcing the candidate count (-1: the channel's order) and the candidates.
+# sourcing the candidate count (-1: the channel's order) and the candidates,
+# then, when some line of the request may be backordered, the line's backorder
+# allowance (units of expected inbound supply, 0: from the shelf only).
 Line = tuple[Arg, ...]
 
 
@@ -52,8 +54,14 @@ class ReservePlan:
     now: float
     expires_at: float
     # '' sources in the channel's order; '0'/'1' promise-driven (lines carry
-    # their candidates; '1': whole lines only), see reserve.lua.
+    # their candidates; '1': whole lines only), with a 'b' after it when the
+    # lines carry backorder allowances too ('0b'/'1b'), see reserve.lua.
     sourcing: str = ""
+
+    @property
+    def backorder(self) -> bool:
+        """Some line may be held against inbound supply (an allowance above 0)."""
+        return self.sourcing.endswith("b")
 
     @staticmethod
     def canonical_body(

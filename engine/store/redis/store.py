@@ -35,6 +35,7 @@ from engine.core.errors import (
     UnknownNode,
 )
 from engine.core.future_supply import (
+    MAX_INBOUND_PAGE,
     InboundOutcome,
     InboundPage,
     InboundSupply,
@@ -42,7 +43,7 @@ from engine.core.future_supply import (
     decode_inbound,
     encode_inbound,
 )
-from engine.core.ledger import usable_candidates
+from engine.core.ledger import check_backorder, usable_candidates
 from engine.core.types import (
     MAX_ON_HAND,
     Channel,
@@ -282,9 +283,12 @@ class RedisStore:
     def _sold_out(self, plan: ReservePlan, request: ReserveRequest) -> tuple[Shortfall, ...] | None:
         """The sold-out fast path's verdict: shortfalls when the view is sure the reserve fails."""
         view = self.view
-        if view is None or plan.refusal[0] or request.sourcing is not None:
+        if view is None or plan.refusal[0] or request.sourcing is not None or plan.backorder:
             # Promise-driven sourcing takes lines from its ranked candidates
             # only: the view's verdict over the channel's nodes does not apply.
+            # Nor can the view refuse a line with a backorder allowance: it may
+            # be held beyond the shelf the view sees (named on its own so that
+            # it stays so should ranked lines ever take this path).
             return None
         written = max((self._wrote_at.get(k, -1.0) for k in plan.facts.shards), default=-1.0)
         if not view.covers(written):
@@ -549,22 +553,9 @@ class RedisStore:
     async def reserve(self, request: ReserveRequest) -> Reservation:
         runner = self._check_open()
         rid, channel = request.reservation_id, request.channel
-        if not request.lines:
-            # The edge refuses it too; a reservation of nothing would have no shard to live in.
-            raise InvalidArgument(
-                "lines must not be empty", (FieldViolation("lines", "at least one line is required"),)
-            )
-        for i, line in enumerate(request.lines):
-            _check_sku(line.sku, f"lines[{i}].sku")
-        if request.sourcing is not None and len(request.sourcing.candidates) != len(request.lines):
-            # As the ledgers refuse it.
-            count = len(request.sourcing.candidates)
-            raise InvalidArgument(
-                "give one candidate list per line",
-                (FieldViolation("candidates", f"{count} candidate lists for {len(request.lines)} lines"),),
-            )
+        backorder = _check_reserve(request)
         await self._knows(channels=[channel], nodes=(line.node for line in request.lines if line.node))
-        plan = self._plan(request)
+        plan = self._plan(request, backorder)
         facts = plan.facts
         shortfalls = self._sold_out(plan, request)
         if shortfalls is not None:
@@ -592,8 +583,13 @@ class RedisStore:
         self._remember(rid, facts)
         return reservation
 
-    def _plan(self, request: ReserveRequest) -> ReservePlan:
-        """Everything the reserve scripts need, decided from the request and the network copy."""
+    def _plan(self, request: ReserveRequest, backorder: tuple[int, ...] | None) -> ReservePlan:
+        """Everything the reserve scripts need, decided from the request and the network copy.
+
+        ``backorder``: the request's backorder allowances as ``_check_reserve``
+        returns them (None: no line may be backordered, and the arguments are
+        exactly those of a request without them).
+        """
         rid, channel = request.reservation_id, request.channel
         refusal, eligible = self._reserve_refusal(request)
         definition = self._net.channels.get(channel)
@@ -607,6 +603,8 @@ class RedisStore:
             line: Line = (i, sku, int(quantity), node or "")
             if sourcing is not None:
                 line += _ranked_args(sourcing, i, node, eligible)
+                if backorder is not None:
+                    line += (backorder[i],)
             lines_by_shard.setdefault(self._keys.shard_of_sku(sku), []).append(line)
         ttl_s = float(request.ttl_s)
         facts = ReservationFacts(
@@ -631,7 +629,7 @@ class RedisStore:
             now=now,
             # Computed as the reference ledger does (now + ttl), before anything is written.
             expires_at=now + ttl_s,
-            sourcing="" if sourcing is None else "1" if sourcing.whole_lines else "0",
+            sourcing=_sourcing_mode(sourcing, backorder),
         )
         return plan
 
@@ -679,7 +677,7 @@ class RedisStore:
         runner = self._check_open()
         if self._cluster:
             raise ValueError("reserve_script_call is for standalone Redis: one script per reservation")
-        plan = self._plan(request)
+        plan = self._plan(request, _check_reserve(request))
         name, keys, args = self._reserve_call(plan, self._keys.shard_of_reservation(request.reservation_id))
         return runner.scripts[name].sha, keys, args
 
@@ -938,10 +936,29 @@ class RedisStore:
         """
         runner = self._check_open()
         now = self._now()
+        # The inbound book before the rows: a receipt removes its record, then
+        # adds the units to on_hand (README), so the audit sees its record or
+        # its units or both, never neither, unless the receipt's own gap
+        # between those two calls spans the whole audit.
+        expected = await self._expected_inbound()
         futures = [runner.call("audit", [self._keys.expiry(k)], []) for k in range(self._keys.shards)]
         shards = [ShardAudit.from_reply(await future) for future in futures]
         await self._reload_network()
-        return build_report(shards, now, self._net)
+        return build_report(shards, now, self._net, expected)
+
+    async def _expected_inbound(self) -> dict[tuple[str, str], int]:
+        """Units of inbound supply expected per (SKU, node): every record of the
+        book (they are few), summed; what backorder holds there count on."""
+        expected: dict[tuple[str, str], int] = {}
+        after: str | None = None
+        while True:
+            page = await self.list_inbound(after=after, limit=MAX_INBOUND_PAGE)
+            for record in page.records:
+                key = (record.sku, record.node)
+                expected[key] = expected.get(key, 0) + record.quantity
+            if page.next_after is None:
+                return expected
+            after = page.next_after
 
     # -------------------------------------------------------------------- sweeper
 
@@ -1069,6 +1086,42 @@ def _ranked_args(sourcing: RankedSourcing, index: int, node: str | None, eligibl
         return (-1,)
     usable = usable_candidates(ranked, eligible)
     return (len(usable), *usable)
+
+
+def _check_reserve(request: ReserveRequest) -> tuple[int, ...] | None:
+    """What the ledgers refuse as InvalidArgument before sourcing, checked here
+    before any script runs (a script cannot raise the field violations); returns
+    the backorder allowances as ``check_backorder`` does (None: no line may be
+    backordered)."""
+    if not request.lines:
+        # The edge refuses it too; a reservation of nothing would have no shard to live in.
+        raise InvalidArgument(
+            "lines must not be empty", (FieldViolation("lines", "at least one line is required"),)
+        )
+    for i, line in enumerate(request.lines):
+        _check_sku(line.sku, f"lines[{i}].sku")
+    sourcing = request.sourcing
+    if sourcing is None:
+        return None
+    if len(sourcing.candidates) != len(request.lines):
+        # As the ledgers refuse it.
+        count = len(sourcing.candidates)
+        raise InvalidArgument(
+            "give one candidate list per line",
+            (FieldViolation("candidates", f"{count} candidate lists for {len(request.lines)} lines"),),
+        )
+    # The ledgers' own check (length, negative entries, one node per backorder
+    # line), so every store refuses the same requests with the same fields.
+    return check_backorder(request.lines, sourcing.candidates, sourcing.backorder)
+
+
+def _sourcing_mode(sourcing: RankedSourcing | None, backorder: tuple[int, ...] | None) -> str:
+    """The scripts' sourcing argument (see reserve.lua): '' for the channel's
+    order, '0'/'1' for ranked candidates (whole lines only: '1'), with 'b' when
+    the lines carry backorder allowances."""
+    if sourcing is None:
+        return ""
+    return ("1" if sourcing.whole_lines else "0") + ("b" if backorder is not None else "")
 
 
 def _index_args(line_indexes: Sequence[int] | None) -> list[Arg]:

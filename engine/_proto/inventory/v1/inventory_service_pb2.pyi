@@ -64,18 +64,20 @@ class ReserveRequest(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., channel: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[LineRequest, _Mapping]]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_partial: _Optional[bool] = ..., fulfillment: _Optional[_Union[FulfillmentContext, _Mapping]] = ...) -> None: ...
 
 class FulfillmentContext(_message.Message):
-    __slots__ = ("method", "destination", "pickup_store", "service_level", "allow_split")
+    __slots__ = ("method", "destination", "pickup_store", "service_level", "allow_split", "allow_backorder")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     PICKUP_STORE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BACKORDER_FIELD_NUMBER: _ClassVar[int]
     method: FulfillmentMethod
     destination: Destination
     pickup_store: str
     service_level: str
     allow_split: bool
-    def __init__(self, method: _Optional[_Union[FulfillmentMethod, str]] = ..., destination: _Optional[_Union[Destination, _Mapping]] = ..., pickup_store: _Optional[str] = ..., service_level: _Optional[str] = ..., allow_split: _Optional[bool] = ...) -> None: ...
+    allow_backorder: bool
+    def __init__(self, method: _Optional[_Union[FulfillmentMethod, str]] = ..., destination: _Optional[_Union[Destination, _Mapping]] = ..., pickup_store: _Optional[str] = ..., service_level: _Optional[str] = ..., allow_split: _Optional[bool] = ..., allow_backorder: _Optional[bool] = ...) -> None: ...
 
 class LineRequest(_message.Message):
     __slots__ = ("sku", "quantity", "node")
@@ -108,7 +110,7 @@ class Reservation(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., channel: _Optional[str] = ..., state: _Optional[_Union[ReservationState, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., allow_partial: _Optional[bool] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReservationLine(_message.Message):
-    __slots__ = ("line_index", "sku", "requested_quantity", "requested_node", "allocations", "allocated_quantity", "state", "promise_date", "ready_time", "ready_time_zone")
+    __slots__ = ("line_index", "sku", "requested_quantity", "requested_node", "allocations", "allocated_quantity", "state", "promise_date", "ready_time", "ready_time_zone", "backorder")
     LINE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,7 @@ class ReservationLine(_message.Message):
     PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
     READY_TIME_FIELD_NUMBER: _ClassVar[int]
     READY_TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    BACKORDER_FIELD_NUMBER: _ClassVar[int]
     line_index: int
     sku: str
     requested_quantity: int
@@ -129,19 +132,26 @@ class ReservationLine(_message.Message):
     promise_date: _date_pb2.Date
     ready_time: _timestamp_pb2.Timestamp
     ready_time_zone: str
-    def __init__(self, line_index: _Optional[int] = ..., sku: _Optional[str] = ..., requested_quantity: _Optional[int] = ..., requested_node: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., allocated_quantity: _Optional[int] = ..., state: _Optional[_Union[ReservationState, str]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time_zone: _Optional[str] = ...) -> None: ...
+    backorder: bool
+    def __init__(self, line_index: _Optional[int] = ..., sku: _Optional[str] = ..., requested_quantity: _Optional[int] = ..., requested_node: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., allocated_quantity: _Optional[int] = ..., state: _Optional[_Union[ReservationState, str]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_time_zone: _Optional[str] = ..., backorder: _Optional[bool] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("node", "quantity", "promise_date", "ready_time")
+    __slots__ = ("node", "quantity", "promise_date", "ready_time", "source", "available_time", "supply_ids")
     NODE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
     READY_TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUPPLY_IDS_FIELD_NUMBER: _ClassVar[int]
     node: str
     quantity: int
     promise_date: _date_pb2.Date
     ready_time: _timestamp_pb2.Timestamp
-    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    source: SupplySource
+    available_time: _timestamp_pb2.Timestamp
+    supply_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[str] = ..., quantity: _Optional[int] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., ready_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[SupplySource, str]] = ..., available_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supply_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("reservation_id",)

@@ -91,16 +91,18 @@ class NodeCapabilities(_message.Message):
     def __init__(self, ship: _Optional[bool] = ..., pickup: _Optional[bool] = ..., ship_from_store: _Optional[bool] = ...) -> None: ...
 
 class Channel(_message.Message):
-    __slots__ = ("id", "name", "nodes", "allocation_rules")
+    __slots__ = ("id", "name", "nodes", "allocation_rules", "allow_backorder")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_RULES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BACKORDER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     nodes: _containers.RepeatedScalarFieldContainer[str]
     allocation_rules: _containers.RepeatedCompositeFieldContainer[AllocationRule]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., allocation_rules: _Optional[_Iterable[_Union[AllocationRule, _Mapping]]] = ...) -> None: ...
+    allow_backorder: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., allocation_rules: _Optional[_Iterable[_Union[AllocationRule, _Mapping]]] = ..., allow_backorder: _Optional[bool] = ...) -> None: ...
 
 class AllocationRule(_message.Message):
     __slots__ = ("kind", "value", "node", "node_type", "protects")

@@ -303,7 +303,9 @@ local function reschedule(s)
 end
 
 -- Gives back the held units of a sub-reservation and deletes it (compensation,
--- or a stale sub-reservation of an abandoned attempt).
+-- or a stale sub-reservation of an abandoned attempt). The rows its backorder
+-- holds started (its 'nw' field) are marked `unstart`: the script removes
+-- them after flushing if they are back to nothing.
 local function drop_sub(s)
   for _, l in ipairs(s.lines) do
     if l.state == HELD then
@@ -314,9 +316,33 @@ local function drop_sub(s)
       end
     end
   end
+  if s.nw then
+    local started = split_tabs(s.nw)
+    for i = 1, #started, 2 do row(s.p, started[i], started[i + 1]).unstart = true end
+  end
   redis.call('DEL', s.key)
   redis.call('SREM', k_rids(s.p), s.rid)
   redis.call('ZREM', k_x(s.p), s.rid)
+end
+
+-- After flushing (which has published their last counters to the feed):
+-- removes the rows a dropped cross-slot attempt started that are back to
+-- nothing at all, so a refused reservation leaves no row behind, as on one
+-- slot (reserve.lua refuses before it writes). A row anything else has put
+-- counters on since (stock, a safety level, a count's version, a hold) stays.
+-- No channel_used field is left: they sum to reserved + committed, 0 here.
+-- The views keep a row of zeros, which reads exactly as no row.
+local function remove_unstarted()
+  for _, r in ipairs(row_list) do
+    if r.unstart and r.exists and r.oh == 0 and r.rs == 0 and r.cm == 0 and r.ss == 0 and r.v == 0 then
+      local fields = {}
+      for i, suffix in ipairs(ROW_FIELDS) do fields[i] = r.node .. suffix end
+      redis.call('HDEL', r.key, unpack(fields))
+      if redis.call('EXISTS', r.key) == 0 then redis.call('SREM', k_skus(r.p), r.sku) end
+      r.exists, r.create = false, false
+    end
+    r.unstart = nil
+  end
 end
 
 local function sub_reply(s)
@@ -461,22 +487,56 @@ local function source(p, sku, qty, candidates, taken, rules, ch, whole)
   return alloc
 end
 
+-- The backorder rule (engine.core.ledger PureLedger._hold_backorder): a line
+-- allowed `units` of inbound supply expected at its one node is held whole
+-- there or not at all. With `a` the row's raw ATP less what this request took
+-- there, and `w` what an ordinary line could take (the channel's allowance
+-- where it has a rule, else `a`; never below 0), the line is held when `w`
+-- covers it, or when the rule keeps none of the shelf from the channel
+-- (max(a, 0) <= w) and the shelf plus the supply not yet spoken for covers it
+-- (qty <= a + units): the row's ATP then ends at no less than -units. A
+-- missing row reads as zeros (the hold starts it). `candidates` is the one
+-- node, or empty when the line's one candidate is not usable (it gets nothing).
+-- Returns the allocation ({} or {{node, qty, row}}) and the figure a shortfall
+-- reports: `w`, as for an ordinary line.
+local function source_backorder(p, sku, qty, candidates, units, taken, rules, ch)
+  if #candidates ~= 1 then return {}, 0 end
+  local node = candidates[1]
+  local r = row(p, sku, node)
+  local t = taken[r] or 0
+  local a = r.oh - r.rs - r.cm - r.ss - t
+  local rule = rules[node]
+  local w = a
+  if rule then
+    -- What this request took counts as the channel's, exactly as in source().
+    w = allowance(r.oh, r.rs + t, r.cm, r.ss, rule[1], rule[2], row_used(r, ch) + t)
+  end
+  if w < 0 then w = 0 end
+  if qty <= w or (math.max(a, 0) <= w and qty <= a + units) then
+    return {{node, qty, r}}, qty
+  end
+  return {}, w
+end
+
 -- The sourcing mode of a reserve, from ARGV: '' (the channel's order), or
 -- promise-driven sourcing: '0' (lines may split) or '1' (whole lines only),
--- whose lines carry their ranked candidates (see read_lines).
+-- whose lines carry their ranked candidates (see read_lines); a 'b' after the
+-- digit ('0b', '1b'): the lines also carry their backorder allowance. Returns
+-- ranked, whole, backorder.
 local function read_sourcing()
   local mode = arg()
-  return mode ~= '', mode == '1'
+  return mode ~= '', string.sub(mode, 1, 1) == '1', string.sub(mode, 2, 2) == 'b'
 end
 
 -- Reads the lines of one shard group from ARGV: count, then (index, sku, qty,
 -- node)*; with `ranked`, each line continues with a candidate count (-1: the
--- channel's order) and the candidates.
-local function read_lines(ranked)
+-- channel's order) and the candidates; with `backorder` too, then with the
+-- line's backorder allowance (units, 0: from the shelf only).
+local function read_lines(ranked, backorder)
   local n = arg_num()
   local lines = {}
   for i = 1, n do
-    local l = {idx = arg_num(), sku = arg(), qty = arg_num(), node = arg()}
+    local l = {idx = arg_num(), sku = arg(), qty = arg_num(), node = arg(), bo = 0}
     if ranked then
       local count = arg_num()
       if count >= 0 then
@@ -484,6 +544,7 @@ local function read_lines(ranked)
         for j = 1, count do cands[j] = arg() end
         l.cands = cands
       end
+      if backorder then l.bo = arg_num() end
     end
     lines[i] = l
   end
@@ -495,9 +556,18 @@ end
 local function plan_lines(p, lines, eligible, taken, shortfalls, rules, ch, whole)
   local any = false
   for _, l in ipairs(lines) do
-    local candidates = l.cands or eligible
-    if l.node ~= '' then candidates = {l.node} end
-    l.alloc = source(p, l.sku, l.qty, candidates, taken, rules, ch, whole)
+    local available
+    if l.bo > 0 then
+      -- Held at its one node (the engine checked there is one): never the
+      -- channel's order, even if a malformed call left the line without it.
+      local one = l.cands or {}
+      if l.node ~= '' then one = {l.node} end
+      l.alloc, available = source_backorder(p, l.sku, l.qty, one, l.bo, taken, rules, ch)
+    else
+      local candidates = l.cands or eligible
+      if l.node ~= '' then candidates = {l.node} end
+      l.alloc = source(p, l.sku, l.qty, candidates, taken, rules, ch, whole)
+    end
     local allocated = 0
     for _, a in ipairs(l.alloc) do
       allocated = allocated + a[2]
@@ -505,7 +575,7 @@ local function plan_lines(p, lines, eligible, taken, shortfalls, rules, ch, whol
       any = true
     end
     if allocated < l.qty then
-      shortfalls[#shortfalls + 1] = {l.idx, l.sku, l.qty, allocated}
+      shortfalls[#shortfalls + 1] = {l.idx, l.sku, l.qty, available or allocated}
     end
   end
   return any
@@ -522,11 +592,19 @@ local function create_sub(p, rid, lines, ca, ea, xm, own, ch)
     args[9] = 'own'
     args[10] = own
   end
+  local started = {}
   for _, l in ipairs(lines) do
     if #l.alloc > 0 then
       l.state = HELD
       for _, a in ipairs(l.alloc) do
         local r = a[3]
+        -- Only a backorder hold lands on a row that does not exist: it starts
+        -- the row (on_hand 0), written whole by flush_rows with its feed entry.
+        if not r.exists and not r.create then
+          r.create = true
+          started[#started + 1] = l.sku
+          started[#started + 1] = a[1]
+        end
         r.rs = r.rs + a[2]
         add_used(r, ch, a[2])
       end
@@ -535,6 +613,12 @@ local function create_sub(p, rid, lines, ca, ea, xm, own, ch)
     end
     args[#args + 1] = 'L' .. l.idx
     args[#args + 1] = encode_line(l)
+  end
+  if own ~= '' and #started > 0 then
+    -- A cross-slot attempt may still be refused in another slot: its
+    -- compensation removes the rows it started ('nw': sku, node pairs).
+    args[#args + 1] = 'nw'
+    args[#args + 1] = table.concat(started, '\t')
   end
   redis.call('HSET', s.key, unpack(args))
   redis.call('SADD', k_rids(p), rid)

@@ -12,10 +12,12 @@
 --            eligible_count, eligible nodes..., channel, rule_count,
 --            (node, kind, value)* (the channel's allocation rule at each eligible
 --            node that has one), sourcing ('' the channel's order; '0' or '1':
---            promise-driven, '1' whole lines only), then for each shard of
---            KEYS[3..]: line count, (index, sku, quantity, requested node or
---            '')*, each line followed, when sourcing is not '', by its
---            candidate count (-1: the channel's order) and candidates
+--            promise-driven, '1' whole lines only; '0b' or '1b': promise-driven
+--            with backorder allowances), then for each shard of KEYS[3..]: line
+--            count, (index, sku, quantity, requested node or '')*, each line
+--            followed, when sourcing is not '', by its candidate count (-1: the
+--            channel's order) and candidates, and with 'b' by its backorder
+--            allowance (units of expected inbound supply; 0: the shelf only)
 -- Returns    {'OK', {sub...}} (sub = {created_at, expires_at, {{index, sku,
 --            quantity, node, state, {node, qty, ...}}...}}), for a new
 --            reservation and for a replay alike;
@@ -29,7 +31,7 @@ local eligible = {}
 for i = 1, arg_num() do eligible[i] = arg() end
 local channel = arg()
 local rules = read_rules()
-local ranked, whole = read_sourcing()
+local ranked, whole, backorder = read_sourcing()
 
 local prefixes = {}
 for i = 3, #KEYS do
@@ -54,7 +56,7 @@ if err_code ~= '' then return {err_code, err_a, err_b} end
 
 local groups, shortfalls, taken, any = {}, {}, {}, false
 for i, p in ipairs(prefixes) do
-  groups[i] = read_lines(ranked)
+  groups[i] = read_lines(ranked, backorder)
   if plan_lines(p, groups[i], eligible, taken, shortfalls, rules, channel, whole) then any = true end
 end
 if #shortfalls > 0 and (ap == '0' or not any) then return {'OOS', shortfalls} end
@@ -64,7 +66,8 @@ for i, p in ipairs(prefixes) do
   out[i] = sub_reply(create_sub(p, rid, groups[i], ca, ea, xm, '', channel))
 end
 -- The body carries channel, ttl, allow_partial, the lines and any fulfillment
--- context: nothing else is needed (the ranked candidates are not kept).
+-- context: nothing else is needed (the ranked candidates and the backorder
+-- allowances are not kept: a replay is not sourced again).
 redis.call('HSET', KEYS[1], 'b', body, 'st', 'DONE', 'sh', shards)
 redis.call('HINCRBY', KEYS[2], 'done', 1)
 flush_rows(feedmax)

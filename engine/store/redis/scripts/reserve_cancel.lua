@@ -1,6 +1,7 @@
 -- reserve_cancel.lua: compensation of a cross-slot reservation, once per slot:
 -- delete the sub-reservations this owner created or adopted, giving their held
--- units back. Idempotent: a missing one, or one another owner adopted, is left.
+-- units back and removing the rows their backorder holds started if those are
+-- back to nothing. Idempotent: a missing one, or one another owner adopted, is left.
 --
 -- KEYS     one `x` key per shard of this slot holding lines
 -- ARGV     now_ms, feed_maxlen, rid, owner token
@@ -18,4 +19,5 @@ for i = 1, #KEYS do
   end
 end
 flush_rows(feedmax)
+remove_unstarted()
 return {'OK', dropped}

@@ -9,7 +9,7 @@
 --          allow_partial (0/1), eligible_count, eligible..., channel, rule_count,
 --          (node, kind, value)*, sourcing (as reserve.lua), then per shard:
 --          line count, (index, sku, quantity, requested node or '')* (and
---          candidates, as reserve.lua)
+--          candidates and backorder allowances, as reserve.lua)
 -- Returns  {'OK', took (0/1: any units held in this slot), {shortfall...}, {sub...}}
 --          {'OOS', {{index, sku, requested, available}...}}  (nothing written)
 local now, feedmax = arg(), arg()
@@ -18,7 +18,7 @@ local eligible = {}
 for i = 1, arg_num() do eligible[i] = arg() end
 local channel = arg()
 local rules = read_rules()
-local ranked, whole = read_sourcing()
+local ranked, whole, backorder = read_sourcing()
 
 local prefixes, existing = {}, {}
 for i = 1, #KEYS do
@@ -37,10 +37,11 @@ for i = 1, #KEYS do
   end
 end
 flush_rows(feedmax)
+remove_unstarted()
 
 local groups, shortfalls, taken, took = {}, {}, {}, false
 for i, p in ipairs(prefixes) do
-  groups[i] = read_lines(ranked)
+  groups[i] = read_lines(ranked, backorder)
   if existing[i] then
     for _, l in ipairs(existing[i].lines) do
       if #l.alloc > 0 then took = true end
