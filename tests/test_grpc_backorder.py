@@ -129,6 +129,7 @@ def test_a_line_without_stock_is_held_against_the_purchase_order_dated_as_quoted
     (alloc,) = line.allocations
     assert (alloc.node, alloc.quantity, alloc.source) == ("dc-1", 4, INBOUND)
     assert alloc.available_time.ToSeconds() == arrives
+    assert alloc.available_time == quoted.options[0].allocations[0].available_time
     assert list(alloc.supply_ids) == [f"{sku}/po-1"]
     # Leaves Monday, 2 carrier days: Wednesday, what Quote promised.
     assert day(line.promise_date) == day(alloc.promise_date) == day(quoted.options[0].promise_date)
@@ -210,6 +211,10 @@ def test_release_returns_the_promised_units_and_a_replay_changes_nothing(
     res = client.inventory.Reserve(first)
     again = client.inventory.Reserve(first)
     assert [(a.node, a.quantity) for a in again.lines[0].allocations] == [("dc-1", 4)]
+    # Dates are not stored; a replay is dated from a fresh read, where the
+    # supply is spoken for by this very hold: never passed off as shelf stock.
+    assert not again.lines[0].HasField("promise_date")
+    assert not again.lines[0].allocations[0].HasField("promise_date")
     assert raw_atp(client, sku, "dc-1") == -4
     client.inventory.Release(inv_pb.ReleaseRequest(reservation_id=res.reservation_id))
     assert raw_atp(client, sku, "dc-1") == 0

@@ -251,14 +251,21 @@ class ReserveRanking:
     # promise of each backordered line (at that node, from its supply).
     backorder: tuple[int, ...] | None = None
     backorder_promises: Mapping[int, tuple[str, NodePromise]] = field(default_factory=dict)
+    # (SKU, node) rows whose holds already wait for inbound supply: units
+    # held there (a replayed backorder) are not dated as shelf stock.
+    waiting: frozenset[tuple[str, str]] = frozenset()
 
-    def promise(self, node: str, line: int | None = None) -> NodePromise | None:
+    def promise(self, node: str, line: int | None = None, sku: str | None = None) -> NodePromise | None:
         """The promise of units at ``node``; for a backordered line held
-        there, the promise of its inbound supply."""
+        there, the promise of its inbound supply; None for units of ``sku``
+        at a row whose holds wait for supply (this read cannot tell whether
+        they are on the shelf)."""
         if line is not None:
             backordered = self.backorder_promises.get(line)
             if backordered is not None and backordered[0] == node:
                 return backordered[1]
+        if sku is not None and (sku, node) in self.waiting:
+            return None
         return self.promises.get(node)
 
 
@@ -808,10 +815,13 @@ class Promiser:
                 ranking = self._backorder_pickup(
                     ranking, fulfillment, now, eligible, spec, sourced, supply, promised
                 )
-            return ranking
-        return self._rank_ship(
-            lines, fulfillment, now, eligible, spec, sourced, named, full, supply, promised
-        )
+        else:
+            ranking = self._rank_ship(
+                lines, fulfillment, now, eligible, spec, sourced, named, full, supply, promised
+            )
+        if promised:
+            ranking = dataclasses.replace(ranking, waiting=frozenset(k for k, v in promised.items() if v > 0))
+        return ranking
 
     def _rank_ship(
         self,

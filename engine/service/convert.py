@@ -358,7 +358,7 @@ def _date_lines(out: inventory_service_pb2.Reservation, ranking: ReserveRanking)
         latest = None
         dated = bool(line.allocations)
         for a in line.allocations:
-            promise = ranking.promise(a.node, line.line_index)
+            promise = ranking.promise(a.node, line.line_index, line.sku)
             if promise is None:
                 dated = False
                 continue
@@ -369,7 +369,7 @@ def _date_lines(out: inventory_service_pb2.Reservation, ranking: ReserveRanking)
             if promise.source == SupplySource.INBOUND:
                 line.backorder = True
                 if promise.available_at is not None:
-                    _set_timestamp(a.available_time, promise.available_at.timestamp())
+                    _set_timestamp_us(a.available_time, promise.available_at.timestamp())
                 a.supply_ids.extend(promise.supply_ids)
             if (
                 latest is None
