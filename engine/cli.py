@@ -289,18 +289,31 @@ def cmd_availability(args: argparse.Namespace) -> int:
 
     stubs = _stubs(args.target)
     request = pb.GetAvailabilityRequest(
-        skus=args.skus, channel=args.channel or "", nodes=args.node or [], include_nodes=args.nodes
+        skus=args.skus,
+        channel=args.channel or "",
+        nodes=args.node or [],
+        include_nodes=args.nodes,
+        include_future=args.future,
     )
+
+    def dated(steps: Any, indent: str) -> list[str]:
+        return [
+            f"{indent}from {s.time.ToJsonString()}: {s.atp}"
+            + (f"  ({', '.join(s.supply_ids)})" if s.supply_ids else "")
+            for s in steps
+        ]
 
     def human(resp: Any) -> str:
         out = []
         for a in resp.availabilities:
             out.append(f"{a.sku}: {a.atp}")
+            out.extend(dated(a.future, "  "))
             for n in a.nodes:
                 out.append(
                     f"  {n.node:<12} atp {n.atp:>6}  on_hand {n.on_hand:>6}  reserved {n.reserved:>5}"
                     f"  committed {n.committed:>5}  safety {n.safety_stock:>4}"
                 )
+                out.extend(dated(n.future, "    "))
         return "\n".join(out)
 
     return _call(args, lambda: stubs.inventory.GetAvailability(request, timeout=args.timeout), human)
@@ -866,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel")
     p.add_argument("--node", action="append", help="restrict to this node (repeatable)")
     p.add_argument("--nodes", action="store_true", help="show the per-node breakdown")
+    p.add_argument("--future", action="store_true", help="also show availability by date (inbound supply)")
     p.set_defaults(func=cmd_availability)
 
     p = client("quote", "delivery and pickup dates for an order, holding nothing")
@@ -1064,7 +1078,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(str(args.log_level), args.log_format)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`... | head`): what it read is what it wanted.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -17,10 +18,12 @@ from engine.core.future_supply import (
     decode_inbound,
     encode_inbound,
     page_of,
+    phased_availability,
     time_phased_atp,
     validate_inbound_ids,
     validate_inbound_records,
 )
+from engine.core.types import NodeAvailability, SkuAvailability
 
 DAY = 86400.0
 
@@ -70,6 +73,69 @@ def test_time_phased_atp_never_decreases_and_matches_a_direct_sum(atp, promised,
     assert levels == sorted(levels) and levels[0] >= 0
     direct = atp - promised + sum(r.quantity for r in records if r.eta <= probe * DAY)
     assert phased.available_at(probe * DAY) == max(0, direct)
+
+
+def node(name: str, on_hand: int, reserved: int = 0, *, atp: int | None = None) -> NodeAvailability:
+    raw = on_hand - reserved
+    return NodeAvailability(name, on_hand, reserved, 0, 0, max(0, raw) if atp is None else atp)
+
+
+def test_availability_by_date_counts_supply_as_a_backorder_would():
+    level = SkuAvailability(
+        "A",
+        2,
+        (
+            node("dc", 2),  # shelf 2, supply on top
+            node("short", 1, 4),  # 3 units promised to backorders
+            node("capped", 9, atp=0),  # a rule keeps the shelf from the channel
+        ),
+    )
+    records = [
+        po("p1", 5, DAY, node="dc"),
+        po("p2", 4, DAY, node="short"),
+        po("p3", 6, 2 * DAY, node="capped"),
+        po("p4", 1, 2 * DAY, node="elsewhere"),  # not a node of the answer
+        po("p5", 7, DAY, sku="B", node="dc"),  # another SKU
+    ]
+    (found,) = phased_availability([level], records)
+    assert found.nodes["dc"].steps == ((-math.inf, 2), (DAY, 7))
+    assert found.nodes["short"].steps == ((-math.inf, 0), (DAY, 1))
+    assert found.nodes["capped"].steps == ((-math.inf, 0),)
+    assert found.total.steps == ((-math.inf, 2), (DAY, 8))
+    assert found.supply_ids == {"dc": {DAY: ("p1",)}, "short": {DAY: ("p2",)}, "capped": {}}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 50),  # on hand
+            st.integers(0, 80),  # reserved (beyond on hand: promised)
+            st.lists(st.tuples(st.integers(1, 30), st.integers(0, 5)), max_size=4),  # (qty, day)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(-1, 6),
+)
+def test_availability_by_date_of_a_sku_is_the_sum_of_its_nodes(nodes, probe_day):
+    levels = [node(f"n{i}", on_hand, reserved) for i, (on_hand, reserved, _) in enumerate(nodes)]
+    records = [
+        po(f"n{i}-{j}", qty, d * DAY, node=f"n{i}")
+        for i, (_, _, arrivals) in enumerate(nodes)
+        for j, (qty, d) in enumerate(arrivals)
+    ]
+    sku = SkuAvailability("A", sum(n.atp for n in levels), tuple(levels))
+    (found,) = phased_availability([sku], records)
+    probe = probe_day * DAY
+    assert found.total.available_at(probe) == sum(p.available_at(probe) for p in found.nodes.values())
+    assert found.total.steps[0][1] == sku.atp
+    for i, (on_hand, reserved, arrivals) in enumerate(nodes):
+        arrived = sum(qty for qty, d in arrivals if d * DAY <= probe)
+        assert found.nodes[f"n{i}"].available_at(probe) == max(0, on_hand - reserved + arrived)
+    starts = [start for start, _ in found.total.steps]
+    values = [available for _, available in found.total.steps]
+    assert starts == sorted(set(starts)) and values == sorted(values)
+    assert all(a != b for a, b in itertools.pairwise(values))
 
 
 def test_the_book_upserts_and_removes_by_id():

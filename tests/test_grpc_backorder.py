@@ -1,7 +1,8 @@
 """Backorders over real gRPC, on every store kind: a Reserve whose fulfillment
 context allows it holds a line no shelf stock covers against inbound supply,
 dated from that supply, and never promises more than the supply brings, however
-many shoppers try at once.
+many shoppers try at once; and GetAvailability shows by date what supply is
+left to promise.
 
 The network, carriers and pinned clock are test_grpc_promise.py's: a DC in
 Berlin and stores in Hamburg, Munich and Bremen, Wednesday 2033-06-15 10:00 in
@@ -12,7 +13,7 @@ sells from the stores and does not.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
@@ -40,6 +41,7 @@ from test_grpc_promise import upsert as upsert_inbound
 from engine._proto.inventory.v1 import admin_service_pb2 as admin_pb
 from engine._proto.inventory.v1 import admin_service_pb2_grpc as admin_grpc
 from engine._proto.inventory.v1 import inventory_service_pb2 as inv_pb
+from engine._proto.inventory.v1 import network_service_pb2 as net_pb
 from engine._proto.inventory.v1 import supply_service_pb2 as sup_pb
 from engine.service.testing import ServerThread
 
@@ -275,3 +277,104 @@ def test_many_shoppers_never_get_more_than_the_order_brings(
     assert held == 60
     assert raw_atp(client, sku, "dc-1") == -60
     assert shortages(admin, sku) == []
+
+
+# ---------------------------------------------------------------- availability by date
+
+
+def phased(
+    client: Client, sku: str, channel: str = "web", *, include_nodes: bool = True
+) -> inv_pb.SkuAvailability:
+    (found,) = client.inventory.GetAvailability(
+        inv_pb.GetAvailabilityRequest(
+            skus=[sku], channel=channel, include_nodes=include_nodes, include_future=True
+        )
+    ).availabilities
+    return found
+
+
+def steps(future: Iterable[inv_pb.AvailabilityStep]) -> list[tuple[float, int, list[str]]]:
+    return [(s.time.ToSeconds(), s.atp, list(s.supply_ids)) for s in future]
+
+
+def test_availability_by_date_adds_each_nodes_supply_from_its_eta(client: Client, at: FakeClock) -> None:
+    sku = client.sku_with(dc_1=5)
+    monday, friday = WED_10 + 5 * DAY, WED_10 + 2 * DAY
+    upsert_inbound(
+        client,
+        inbound(f"{sku}/po-1", sku, "dc-1", 10, monday),
+        inbound(f"{sku}/po-2", sku, "dc-1", 4, monday),
+        inbound(f"{sku}/tr-1", sku, "store-a", 7, friday),
+    )
+    found = phased(client, sku)
+    assert found.atp == 5
+    assert steps(found.future) == [(friday, 12, []), (monday, 26, [])]
+    by_node = {n.node: steps(n.future) for n in found.nodes}
+    assert by_node == {
+        "dc-1": [(monday, 19, [f"{sku}/po-1", f"{sku}/po-2"])],
+        "store-a": [(friday, 7, [f"{sku}/tr-1"])],
+        "store-b": [],
+        "store-c": [],
+    }
+    # The DC is not one of pos's nodes: its supply does not count there.
+    assert steps(phased(client, sku, "pos").future) == [(friday, 7, [])]
+    # Without the breakdown, the SKU's steps alone.
+    alone = phased(client, sku, include_nodes=False)
+    assert list(alone.nodes) == [] and steps(alone.future) == steps(found.future)
+
+
+def test_availability_by_date_leaves_out_supply_already_promised(client: Client, at: FakeClock) -> None:
+    sku = client.sku_with(dc_1=2)
+    arrives = WED_10 + 5 * DAY
+    upsert_inbound(client, inbound(f"{sku}/po-1", sku, "dc-1", 10, arrives))
+    assert steps(phased(client, sku).future) == [(arrives, 12, [])]
+
+    held = client.inventory.Reserve(request([(sku, 5)]))  # 2 from the shelf, 3 from the order
+    assert held.lines[0].backorder
+    found = phased(client, sku)
+    assert found.atp == 0
+    assert steps(found.future) == [(arrives, 7, [])]
+    (dc,) = [n for n in found.nodes if n.node == "dc-1"]
+    assert steps(dc.future) == [(arrives, 7, [f"{sku}/po-1"])]
+
+    # Released: the order's units are free again.
+    client.inventory.Release(inv_pb.ReleaseRequest(reservation_id=held.reservation_id))
+    assert steps(phased(client, sku).future) == [(arrives, 12, [])]
+
+
+def test_availability_by_date_skips_supply_where_the_channels_rules_keep_shelf_from_it(
+    client: Client, at: FakeClock
+) -> None:
+    """A channel capped at a node takes no backorders there (README, Backorders): no dates either."""
+    cap = net_pb.AllocationRule(kind=net_pb.ALLOCATION_RULE_KIND_CAP, value=2, node="dc-1")
+    client.network.UpsertChannel(
+        net_pb.UpsertChannelRequest(
+            channel=net_pb.Channel(id="marketplace:capped", nodes=["dc-1", "store-a"], allocation_rules=[cap])
+        )
+    )
+    sku = client.sku_with(dc_1=5)
+    monday = WED_10 + 5 * DAY
+    upsert_inbound(
+        client,
+        inbound(f"{sku}/po-1", sku, "dc-1", 10, monday),
+        inbound(f"{sku}/tr-1", sku, "store-a", 3, monday),
+    )
+    found = phased(client, sku, "marketplace:capped")
+    assert found.atp == 2
+    assert steps(found.future) == [(monday, 5, [])]
+    assert {n.node: steps(n.future) for n in found.nodes} == {
+        "dc-1": [],
+        "store-a": [(monday, 3, [f"{sku}/tr-1"])],
+    }
+
+
+def test_availability_by_date_is_empty_without_supply_and_checks_its_input(client: Client) -> None:
+    sku = client.sku_with(dc_1=5)
+    found = phased(client, sku)
+    assert found.atp == 5 and list(found.future) == []
+    assert all(list(n.future) == [] for n in found.nodes)
+    details = failure(
+        client.inventory.GetAvailability,
+        inv_pb.GetAvailabilityRequest(skus=["bad sku"], channel="web", include_future=True),
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT

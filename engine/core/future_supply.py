@@ -25,7 +25,7 @@ from enum import IntEnum
 from typing import Any
 
 from engine.core.errors import FieldViolation, InvalidArgument, UnknownNode
-from engine.core.types import MAX_QUANTITY, StockLevel
+from engine.core.types import MAX_QUANTITY, SkuAvailability, StockLevel
 
 __all__ = [
     "DEFAULT_INBOUND_PAGE",
@@ -38,12 +38,15 @@ __all__ = [
     "InboundOutcome",
     "InboundPage",
     "InboundSupply",
+    "PhasedAvailability",
     "TimePhasedAtp",
+    "backorder_basis",
     "check_inbound_batch",
     "decode_inbound",
     "encode_inbound",
     "inbound_violations",
     "page_of",
+    "phased_availability",
     "time_phased_atp",
     "uncovered_shortages",
     "validate_inbound_ids",
@@ -132,6 +135,85 @@ def time_phased_atp(
             steps[-1] = (record.eta, available)
         elif available != steps[-1][1]:
             steps.append((record.eta, available))
+    return TimePhasedAtp(tuple(steps))
+
+
+def backorder_basis(
+    levels: Iterable[SkuAvailability],
+) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
+    """From a channel's per-node availability: the units per (SKU, node) already
+    promised beyond the shelf, and the (SKU, node)s whose supply it cannot count on.
+
+    A backorder hold takes the shelf's ATP first, then counts on supply
+    (engine/core/ledger.py, ``reserve``), so backorders held at a node leave
+    its raw ATP below zero by the units they wait for: those are promised. A
+    node whose allocation rules keep part of its shelf from the channel (its
+    ATP there is below the raw ATP) takes no backorders from it.
+    """
+    promised: dict[tuple[str, str], int] = {}
+    ruled: set[tuple[str, str]] = set()
+    for level in levels:
+        for n in level.nodes:
+            raw = n.on_hand - n.reserved - n.committed - n.safety_stock
+            if raw < 0:
+                promised[(level.sku, n.node)] = -raw
+            elif n.atp < raw:
+                ruled.add((level.sku, n.node))
+    return promised, ruled
+
+
+@dataclass(frozen=True, slots=True)
+class PhasedAvailability:
+    """Availability by date of one SKU over the nodes of an availability answer."""
+
+    sku: str
+    total: TimePhasedAtp  # over all the nodes: at each instant, the sum of theirs
+    nodes: dict[str, TimePhasedAtp]  # per node, in the answer's node order
+    # Per node: the ids of the records arriving at each step's instant.
+    supply_ids: dict[str, dict[float, tuple[str, ...]]]
+
+
+def phased_availability(
+    levels: Sequence[SkuAvailability], inbound: Iterable[InboundSupply]
+) -> list[PhasedAvailability]:
+    """Time-phased ATP of each SKU as the answer's channel could promise it.
+
+    ``levels`` is an availability answer with its per-node breakdown; each
+    node starts from the ATP shown there, then gains its inbound records from
+    their ETAs on, less the units already promised against them, exactly as
+    Quote and a backorder Reserve count supply (``backorder_basis``). Supply
+    at nodes outside the answer, or where the channel's rules keep part of
+    the shelf from it, does not count.
+    """
+    promised, ruled = backorder_basis(levels)
+    by_key: dict[tuple[str, str], list[InboundSupply]] = {}
+    for record in inbound:
+        by_key.setdefault((record.sku, record.node), []).append(record)
+    out: list[PhasedAvailability] = []
+    for level in levels:
+        nodes: dict[str, TimePhasedAtp] = {}
+        ids: dict[str, dict[float, tuple[str, ...]]] = {}
+        for n in level.nodes:
+            key = (level.sku, n.node)
+            records = () if key in ruled else sorted(by_key.get(key, ()), key=lambda r: (r.eta, r.id))
+            nodes[n.node] = time_phased_atp(n.atp, records, promised=promised.get(key, 0))
+            arriving: dict[float, list[str]] = {}
+            for record in records:
+                arriving.setdefault(record.eta, []).append(record.id)
+            ids[n.node] = {eta: tuple(found) for eta, found in arriving.items()}
+        out.append(PhasedAvailability(level.sku, _summed(nodes.values()), nodes, ids))
+    return out
+
+
+def _summed(parts: Iterable[TimePhasedAtp]) -> TimePhasedAtp:
+    """The step function whose value at every instant is the sum of ``parts``' values."""
+    parts = list(parts)
+    instants = sorted({start for part in parts for start, _ in part.steps[1:]})
+    steps = [(-math.inf, sum(part.steps[0][1] for part in parts))]
+    for instant in instants:
+        available = sum(part.available_at(instant) for part in parts)
+        if available != steps[-1][1]:
+            steps.append((instant, available))
     return TimePhasedAtp(tuple(steps))
 
 

@@ -38,6 +38,8 @@ from engine.core.future_supply import (
     InboundOutcome,
     InboundPage,
     InboundSupply,
+    PhasedAvailability,
+    TimePhasedAtp,
 )
 from engine.core.network import Destination
 from engine.core.promising import (
@@ -472,15 +474,23 @@ def _set_timestamp(ts: timestamp_pb2.Timestamp, t: float) -> None:
 
 def availability_pb(
     results: Sequence[SkuAvailability],
+    phased: Sequence[PhasedAvailability] | None = None,
+    *,
+    include_nodes: bool = True,
 ) -> inventory_service_pb2.GetAvailabilityResponse:
+    """``phased``: each result's availability by date, in the same order.
+    ``include_nodes=False`` leaves out the breakdown that ``phased`` was computed from."""
     response = inventory_service_pb2.GetAvailabilityResponse()
     add = response.availabilities.add
-    for r in results:
+    for i, r in enumerate(results):
         entry = add(sku=r.sku, atp=r.atp)
-        if r.nodes:
+        future = phased[i] if phased is not None else None
+        if future is not None:
+            _add_steps(entry.future, future.total, {})
+        if r.nodes and include_nodes:
             add_node = entry.nodes.add
             for n in r.nodes:
-                add_node(
+                node = add_node(
                     node=n.node,
                     on_hand=n.on_hand,
                     reserved=n.reserved,
@@ -488,7 +498,16 @@ def availability_pb(
                     safety_stock=n.safety_stock,
                     atp=n.atp,
                 )
+                if future is not None:
+                    _add_steps(node.future, future.nodes[n.node], future.supply_ids[n.node])
     return response
+
+
+def _add_steps(out: Any, phased: TimePhasedAtp, supply_ids: dict[float, tuple[str, ...]]) -> None:
+    # The first step is today's ATP, which the answer already carries.
+    for start, available in phased.steps[1:]:
+        step = out.add(atp=available, supply_ids=supply_ids.get(start, ()))
+        _set_timestamp_us(step.time, start)
 
 
 def stock_level_pb(level: StockLevel) -> stock_pb2.StockLevel:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from engine.core.capacity import capacity_days
 from engine.core.carriers import CarrierTable, parse_carriers
 from engine.core.errors import FieldViolation, InvalidArgument, NotAllowed, UnknownChannel, UnknownNode
-from engine.core.future_supply import FutureSupply
+from engine.core.future_supply import FutureSupply, backorder_basis
 from engine.core.network import Network
 from engine.core.promising import (
     EndlessAisle,
@@ -166,26 +166,13 @@ class StorePromiser:
     ) -> tuple[list[SkuAvailability], FutureSupply, dict[tuple[str, str], int]]:
         """The channel's stock of the SKUs and the inbound supply it may take
         backorders on, read concurrently (on Redis, in one pipeline), and the
-        units per (SKU, node) already promised beyond the shelf.
-
-        A backorder hold takes the shelf's ATP first, then counts on supply
-        (engine/core/ledger.py, ``reserve``): a node whose allocation rules
-        keep part of its shelf from the channel cannot take one, so its
-        supply is left out. Backorders already held there leave the row's
-        ATP below zero by the units they wait for: those are promised.
+        units per (SKU, node) already promised beyond the shelf
+        (``future_supply.backorder_basis``).
         """
         results, records = await asyncio.gather(
             self._store.availability(skus, channel, None, True), self._store.inbound(skus)
         )
-        promised: dict[tuple[str, str], int] = {}
-        ruled: set[tuple[str, str]] = set()
-        for r in results:
-            for n in r.nodes:
-                raw = n.on_hand - n.reserved - n.committed - n.safety_stock
-                if raw < 0:
-                    promised[(r.sku, n.node)] = -raw
-                elif n.atp < raw:
-                    ruled.add((r.sku, n.node))
+        promised, ruled = backorder_basis(results)
         future = FutureSupply(rec for rec in records if (rec.sku, rec.node) not in ruled)
         return results, future, promised
 

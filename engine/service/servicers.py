@@ -15,6 +15,7 @@ request id and answered INTERNAL without internals.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -35,7 +36,7 @@ from engine._proto.inventory.v1 import (
 )
 from engine.core.carriers import CarrierTable, default_carriers, parse_carriers
 from engine.core.errors import EngineError, FieldViolation, InvalidArgument, NotFound
-from engine.core.future_supply import validate_inbound_ids, validate_inbound_records
+from engine.core.future_supply import phased_availability, validate_inbound_ids, validate_inbound_records
 from engine.core.types import RankedSourcing, Reservation, SupplyOp
 from engine.core.validation import (
     validate_availability,
@@ -225,8 +226,17 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             nodes = list(request.nodes)
             channel = request.channel or None
             validate_availability(skus, channel, nodes)
-            results = await self._store.availability(skus, channel, nodes or None, request.include_nodes)
-            return convert.availability_pb(results)
+            if not request.include_future:
+                results = await self._store.availability(skus, channel, nodes or None, request.include_nodes)
+                return convert.availability_pb(results)
+            # Availability by date starts from each node's ATP: read per node,
+            # with the SKUs' inbound supply (concurrently: one pipeline on Redis).
+            results, records = await asyncio.gather(
+                self._store.availability(skus, channel, nodes or None, True), self._store.inbound(skus)
+            )
+            return convert.availability_pb(
+                results, phased_availability(results, records), include_nodes=request.include_nodes
+            )
         except Exception as exc:
             await fail(context, exc)
 

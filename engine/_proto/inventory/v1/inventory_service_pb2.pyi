@@ -190,16 +190,18 @@ class GetReservationRequest(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ...) -> None: ...
 
 class GetAvailabilityRequest(_message.Message):
-    __slots__ = ("skus", "channel", "nodes", "include_nodes")
+    __slots__ = ("skus", "channel", "nodes", "include_nodes", "include_future")
     SKUS_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_NODES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FUTURE_FIELD_NUMBER: _ClassVar[int]
     skus: _containers.RepeatedScalarFieldContainer[str]
     channel: str
     nodes: _containers.RepeatedScalarFieldContainer[str]
     include_nodes: bool
-    def __init__(self, skus: _Optional[_Iterable[str]] = ..., channel: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., include_nodes: _Optional[bool] = ...) -> None: ...
+    include_future: bool
+    def __init__(self, skus: _Optional[_Iterable[str]] = ..., channel: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., include_nodes: _Optional[bool] = ..., include_future: _Optional[bool] = ...) -> None: ...
 
 class GetAvailabilityResponse(_message.Message):
     __slots__ = ("availabilities",)
@@ -208,30 +210,44 @@ class GetAvailabilityResponse(_message.Message):
     def __init__(self, availabilities: _Optional[_Iterable[_Union[SkuAvailability, _Mapping]]] = ...) -> None: ...
 
 class SkuAvailability(_message.Message):
-    __slots__ = ("sku", "atp", "nodes")
+    __slots__ = ("sku", "atp", "nodes", "future")
     SKU_FIELD_NUMBER: _ClassVar[int]
     ATP_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_FIELD_NUMBER: _ClassVar[int]
     sku: str
     atp: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeAvailability]
-    def __init__(self, sku: _Optional[str] = ..., atp: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeAvailability, _Mapping]]] = ...) -> None: ...
+    future: _containers.RepeatedCompositeFieldContainer[AvailabilityStep]
+    def __init__(self, sku: _Optional[str] = ..., atp: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeAvailability, _Mapping]]] = ..., future: _Optional[_Iterable[_Union[AvailabilityStep, _Mapping]]] = ...) -> None: ...
+
+class AvailabilityStep(_message.Message):
+    __slots__ = ("time", "atp", "supply_ids")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ATP_FIELD_NUMBER: _ClassVar[int]
+    SUPPLY_IDS_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    atp: int
+    supply_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., atp: _Optional[int] = ..., supply_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeAvailability(_message.Message):
-    __slots__ = ("node", "on_hand", "reserved", "committed", "safety_stock", "atp")
+    __slots__ = ("node", "on_hand", "reserved", "committed", "safety_stock", "atp", "future")
     NODE_FIELD_NUMBER: _ClassVar[int]
     ON_HAND_FIELD_NUMBER: _ClassVar[int]
     RESERVED_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
     ATP_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_FIELD_NUMBER: _ClassVar[int]
     node: str
     on_hand: int
     reserved: int
     committed: int
     safety_stock: int
     atp: int
-    def __init__(self, node: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., committed: _Optional[int] = ..., safety_stock: _Optional[int] = ..., atp: _Optional[int] = ...) -> None: ...
+    future: _containers.RepeatedCompositeFieldContainer[AvailabilityStep]
+    def __init__(self, node: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., committed: _Optional[int] = ..., safety_stock: _Optional[int] = ..., atp: _Optional[int] = ..., future: _Optional[_Iterable[_Union[AvailabilityStep, _Mapping]]] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
     __slots__ = ("channel", "lines", "destination", "pickup_store", "methods", "service_levels", "allow_split", "allow_backorder")
