@@ -11,7 +11,8 @@ sold-out rejections) compares with ``noop_rps`` under the same neighbours.
 Correctness is checked, not assumed: ``succeeded`` counts the buyers told they
 have a unit, ``oversold`` is what the store's counters show beyond its stock
 (``reserved + committed - on_hand``) plus any success beyond ``stock``, and
-the run ends with the engine's audit. Every buyer's request is pre-serialized
+the run ends with the engine's audit. The engine's CPU per call in each kind of
+phase says where a reject's cost goes. Every buyer's request is pre-serialized
 and replies are not parsed, so the client costs the same per call in both
 kinds of phase.
 """
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.bench.rpc import tree_cpu_seconds
 from engine.launcher import free_port, start_server, wait_serving
 
 __all__ = ["run"]
@@ -80,7 +82,7 @@ async def _drive(
     return done, time.perf_counter() - t0
 
 
-async def _bench(target: str, stock: int, buyers: int, concurrency: int) -> dict[str, Any]:
+async def _bench(target: str, stock: int, buyers: int, concurrency: int, server_pid: int) -> dict[str, Any]:
     import grpc
     from google.protobuf.duration_pb2 import Duration
 
@@ -103,9 +105,13 @@ async def _bench(target: str, stock: int, buyers: int, concurrency: int) -> dict
         reserve = channel.unary_unary("/inventory.v1.InventoryService/Reserve")
         noop = channel.unary_unary("/inventory.v1.AdminService/Noop")
         await _drive(noop, noops[: concurrency * 10], concurrency)  # warm up
+        cpu = [tree_cpu_seconds(server_pid)]
         noop_before, noop_before_s = await _drive(noop, noops, concurrency)
+        cpu.append(tree_cpu_seconds(server_pid))
         sale, sale_s = await _drive(reserve, reserves, concurrency)
+        cpu.append(tree_cpu_seconds(server_pid))
         noop_after, noop_after_s = await _drive(noop, noops, concurrency)
+        cpu.append(tree_cpu_seconds(server_pid))
 
         succeeded = sum(1 for _, ok in sale if ok)
         last_success = max((t for t, ok in sale if ok), default=sale[0][0])
@@ -134,6 +140,12 @@ async def _bench(target: str, stock: int, buyers: int, concurrency: int) -> dict
         "reject_rps": round(reject_rps, 1),
         "noop_rps": round(noop_rps, 1),
         "ratio": round(reject_rps / noop_rps, 3) if noop_rps else 0.0,
+        # The engine's CPU per call (Redis' not included): where a sold-out
+        # reject's cost goes, beside the no-op's on the same server stack.
+        "noop_server_cpu_us_per_call": round(
+            (cpu[1] - cpu[0] + cpu[3] - cpu[2]) / (len(noop_before) + len(noop_after)) * 1e6, 1
+        ),
+        "sale_server_cpu_us_per_call": round((cpu[2] - cpu[1]) / len(sale) * 1e6, 1),
     }
 
 
@@ -149,7 +161,7 @@ def run(stock: int = 10_000, buyers_per_unit: int = 20, concurrency: int = 64) -
         server = start_server(port, None, ["--redis", redis.url])
         try:
             uvloop.run(wait_serving(target, process=server))
-            result = uvloop.run(_bench(target, stock, stock * buyers_per_unit, concurrency))
+            result = uvloop.run(_bench(target, stock, stock * buyers_per_unit, concurrency, server.pid))
         finally:
             server.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
