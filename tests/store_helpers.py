@@ -228,3 +228,22 @@ async def seed(store: Store) -> None:
 async def reserved_total(store: Store, sku: str, nodes: Sequence[str] = ("dc1", "dc2", "store1")) -> int:
     """Units of ``sku`` held over ``nodes``, read through the Store API."""
     return sum([(await store.stock(sku, node)).reserved for node in nodes])
+
+
+class Crash(Exception):
+    """Stands for the engine process dying between two steps."""
+
+
+def crash_at_step(
+    n: int, steps: list[tuple[str, int]] | None = None
+) -> Callable[[str, int], Awaitable[None]]:
+    """A Redis store ``step_hook`` that raises Crash at the ``n``th cross-slot step
+    (recording each step in ``steps`` when given)."""
+    seen = steps if steps is not None else []
+
+    async def hook(step: str, shard: int) -> None:
+        seen.append((step, shard))
+        if len(seen) == n:
+            raise Crash
+
+    return hook

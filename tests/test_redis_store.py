@@ -28,10 +28,12 @@ from prometheus_client import REGISTRY
 from store_helpers import (
     T0,
     Backing,
+    Crash,
     FakeClock,
     adjust,
     backing_for,
     build_store,
+    crash_at_step,
     req,
     seed,
     unique_namespace,
@@ -54,10 +56,6 @@ SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "engine" / "store" / "red
 HANG_GUARD_S = 30.0
 
 Opener = Callable[..., Awaitable[RedisStore]]
-
-
-class Crash(Exception):
-    """Stands for the engine process dying between two steps."""
 
 
 @pytest.fixture(params=REDIS)
@@ -549,13 +547,7 @@ async def test_a_reservation_across_slots_that_crashes_between_slots(open_cluste
     rows = [(sku_x, "dc1"), (sku_y, "dc1")]
 
     steps: list[tuple[str, int]] = []
-
-    async def crash_at_second_slot(step: str, shard: int) -> None:
-        steps.append((step, shard))
-        if len(steps) == 2:
-            raise Crash
-
-    store.step_hook = crash_at_second_slot
+    store.step_hook = crash_at_step(2, steps)
     with pytest.raises(Crash):
         await store.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=30.0))
     store.step_hook = None
@@ -602,15 +594,7 @@ async def test_another_process_resumes_a_crashed_reservation_after_the_owners_le
     await store.upsert_channel(Channel("web", ("dc1",)))
     await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
 
-    calls = 0
-
-    async def crash_at_second_slot(step: str, shard: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise Crash
-
-    store.step_hook = crash_at_second_slot
+    store.step_hook = crash_at_step(2)
     with pytest.raises(Crash):
         await store.reserve(req(rid, (sku_x, 3), (sku_y, 3), ttl=600.0))
     # The owner's lease is live: another process is told to retry later.
@@ -674,15 +658,7 @@ async def test_a_commit_across_slots_interrupted_between_slots_completes_on_retr
     await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
     await store.reserve(req("r", (sku_x, 2), (sku_y, 3)))
 
-    calls = 0
-
-    async def crash_at_second_slot(step: str, shard: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise Crash
-
-    store.step_hook = crash_at_second_slot
+    store.step_hook = crash_at_step(2)
     with pytest.raises(Crash):
         await store.commit("r")
     store.step_hook = None

@@ -13,7 +13,7 @@ import asyncio
 import time
 
 import pytest
-from store_helpers import T0, FakeClock, StoreMaker, adjust, req, seed, store_params
+from store_helpers import T0, Crash, FakeClock, StoreMaker, adjust, crash_at_step, req, seed, store_params
 
 from engine.core.allocation_rules import AllocationRule, RuleKind
 from engine.core.errors import IdempotencyMismatch, InvalidArgument, NotFound, OutOfStock, StockRejected
@@ -493,10 +493,6 @@ async def test_across_slots_a_failing_backorder_line_rolls_back_the_other_slots(
     assert await shortages(store) == [(sku_y, "dc1", 3), (sku_z, "dc2", 2)]
 
 
-class Crash(Exception):
-    """Stands for the engine process dying between two steps."""
-
-
 @pytest.mark.parametrize("store_kind", store_params("cluster"))
 async def test_across_slots_a_crashed_attempts_new_row_is_started_afresh_on_retry(
     make_store: StoreMaker, store_kind: str
@@ -511,15 +507,7 @@ async def test_across_slots_a_crashed_attempts_new_row_is_started_afresh_on_retr
     request = req(
         "r1", (sku_x, 3, "dc1"), (sku_y, 2, "dc2"), ttl=30.0, sourcing=bo(None, None, backorder=(3, 2))
     )
-    steps = 0
-
-    async def crash_at_second_slot(step: str, shard: int) -> None:
-        nonlocal steps
-        steps += 1
-        if steps == 2:
-            raise Crash
-
-    store.step_hook = crash_at_second_slot
+    store.step_hook = crash_at_step(2)
     with pytest.raises(Crash):
         await store.reserve(request)
     store.step_hook = None
