@@ -518,7 +518,11 @@ def cmd_stock(args: argparse.Namespace) -> int:
         request = pb.SetSafetyStockRequest(
             changes=[
                 pb.SafetyStockSetting(
-                    sku=args.sku, node=args.node, safety_stock=args.quantity, event_id=event_id
+                    sku=args.sku,
+                    node=args.node,
+                    safety_stock=args.quantity or 0,
+                    event_id=event_id,
+                    use_node_default=args.use_node_default,
                 )
             ]
         )
@@ -655,6 +659,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     def human(resp: Any) -> str:
         return "\n".join(
             f"{n.id:<12} {pb.NodeType.Name(n.type).removeprefix('NODE_TYPE_'):<7} {n.region:<8} {n.name}"
+            + (f"  (default safety stock {n.default_safety_stock})" if n.default_safety_stock else "")
             for n in resp.nodes
         )
 
@@ -952,6 +957,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("node")
         if name == "adjust":
             p.add_argument("delta", type=int)
+        elif name == "safety":
+            p.add_argument("quantity", type=int, nargs="?", help="the row's own safety stock")
+            p.add_argument(
+                "--use-node-default",
+                action="store_true",
+                help="drop the row's own safety stock: follow the node's default_safety_stock",
+            )
         else:
             p.add_argument("quantity", type=int)
         if name == "set":

@@ -791,3 +791,34 @@ def test_thousands_of_violations_fit_in_the_trailer(client: Client) -> None:
     assert 10 <= shown < 5000
     assert int(details.metadata["omitted_field_violations"]) == 5000 - shown
     assert details.fields[:2] == ("skus[0]", "skus[1]")
+
+
+def test_node_default_safety_stock_round_trips_is_validated_and_holds_back_units(client: Client) -> None:
+    node_id, sku = client.new_id("NODE"), client.new_id("SKU")
+    channel = f"marketplace:{client.new_id('m')}"
+    node = net_pb.Node(id=node_id, type=net_pb.NODE_TYPE_DC, default_safety_stock=4)
+    assert client.network.UpsertNode(net_pb.UpsertNodeRequest(node=node)).default_safety_stock == 4
+    [listed] = [n for n in client.network.ListNodes(net_pb.ListNodesRequest()).nodes if n.id == node_id]
+    assert listed.default_safety_stock == 4
+    bad = net_pb.Node(id=node_id, type=net_pb.NODE_TYPE_DC, default_safety_stock=1_000_000_001)
+    details = failure(client.network.UpsertNode, net_pb.UpsertNodeRequest(node=bad))
+    assert details.code == INVALID and details.fields == ("node.default_safety_stock",)
+    client.network.UpsertChannel(
+        net_pb.UpsertChannelRequest(channel=net_pb.Channel(id=channel, nodes=[node_id]))
+    )
+    client.adjust(sku, node_id, 10)
+    # A reserve reaching into the default safety stock is refused.
+    details = failure(
+        client.inventory.Reserve, reserve_request([(sku, 7)], client.new_id("R"), channel=channel)
+    )
+    assert details.reason == "OUT_OF_STOCK" and details.shortfalls == (Shortfall(0, sku, 7, 6),)
+    # The row's own 0 overrides the default; use_node_default goes back to it.
+    own = sup_pb.SafetyStockSetting(sku=sku, node=node_id, safety_stock=0)
+    result = client.supply.SetSafetyStock(sup_pb.SetSafetyStockRequest(changes=[own])).results[0]
+    assert (result.level.safety_stock, result.level.atp) == (0, 10)
+    back = sup_pb.SafetyStockSetting(sku=sku, node=node_id, use_node_default=True)
+    result = client.supply.SetSafetyStock(sup_pb.SetSafetyStockRequest(changes=[back])).results[0]
+    assert (result.level.safety_stock, result.level.atp) == (4, 6)
+    both = sup_pb.SafetyStockSetting(sku=sku, node=node_id, safety_stock=2, use_node_default=True)
+    details = failure(client.supply.SetSafetyStock, sup_pb.SetSafetyStockRequest(changes=[both]))
+    assert details.code == INVALID and details.fields == ("changes[0].safety_stock",)

@@ -1519,3 +1519,45 @@ def test_a_cap_the_shelf_would_exceed_refuses_the_backorder(net):
         backorder_reserve(net, "r", [("sku", 5, "dc1")], [10], channel="app")
     assert info.value.shortfalls == (Shortfall(0, "sku", 5, 2),)
     assert net.channel_usage("sku", "dc1") == {}
+
+
+def test_rows_follow_their_node_default_safety_stock_until_given_their_own(net):
+    net.define_node("dc1", 4)
+    receive(net, "sku", {"dc1": 10})
+    receive(net, "own", {"dc1": 10})
+    net.set_safety_stock("own", "dc1", 0, None, 0.0)  # an explicit 0 overrides the default
+    assert net.stock("sku", "dc1").safety_stock == 4
+    assert net.stock("own", "dc1").safety_stock == 0
+    with pytest.raises(OutOfStock):
+        net.reserve("inside", "web", [("sku", 7, "dc1")], 60.0, False, 0.0)
+    net.reserve("cart", "web", [("sku", 6, "dc1")], 60.0, False, 0.0)
+    net.define_node("dc1", 8)  # applies at once; ATP goes negative, no shortage
+    assert net.stock("sku", "dc1").atp == -4
+    assert net.stock("own", "dc1").safety_stock == 0
+    assert net.shortages() == [] and net.audit(0.0) == []
+    [change] = net.apply_supply([SupplyOp(SupplyKind.SAFETY_DEFAULT, "own", "dc1", 0, 0, None)], 0.0)
+    assert change.applied and change.level.safety_stock == 8
+    assert not net.has_own_safety_stock("own", "dc1")
+    # A missing row is not created by following the default.
+    net.apply_supply([SupplyOp(SupplyKind.SAFETY_DEFAULT, "none", "dc1", 0, 0, None)], 0.0)
+    assert net.stock("none", "dc1").on_hand == 0 and net.row_count() == 2
+
+
+def test_node_defaults_and_own_values_survive_an_image(net):
+    net.define_node("dc1", 3)
+    receive(net, "sku", {"dc1": 10})
+    receive(net, "own", {"dc1": 10})
+    net.set_safety_stock("own", "dc1", 1, None, 0.0)
+    image = net.export_state()
+    fresh = type(net)()
+    fresh.load_state(image)
+    assert fresh.node_safety_stock("dc1") == 3
+    fresh.define_node("dc1", 5)
+    assert fresh.stock("sku", "dc1").safety_stock == 5
+    assert fresh.stock("own", "dc1").safety_stock == 1
+
+
+def test_a_node_default_out_of_range_is_refused(net):
+    with pytest.raises(InvalidArgument):
+        net.define_node("dc1", -1)
+    assert net.node_safety_stock("dc1") == 0

@@ -72,7 +72,17 @@ def rarely(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.S
 
 @st.composite
 def supply_ops(draw: st.DrawFn) -> SupplyOp:
-    kind = draw(st.sampled_from([SupplyKind.ADJUST, SupplyKind.ADJUST, SupplyKind.SET, SupplyKind.SAFETY]))
+    kind = draw(
+        st.sampled_from(
+            [
+                SupplyKind.ADJUST,
+                SupplyKind.ADJUST,
+                SupplyKind.SET,
+                SupplyKind.SAFETY,
+                SupplyKind.SAFETY_DEFAULT,
+            ]
+        )
+    )
     node = draw(rarely(st.sampled_from(NODES), st.just(UNKNOWN_NODE)))
     if kind == SupplyKind.ADJUST:
         value = draw(st.integers(-5, 12))
@@ -81,6 +91,8 @@ def supply_ops(draw: st.DrawFn) -> SupplyOp:
     else:
         value = draw(rarely(st.integers(0, 3), st.just(-1)))
     version = draw(st.integers(0, 6)) if kind == SupplyKind.SET else 0
+    if kind == SupplyKind.SAFETY_DEFAULT:
+        value = 0
     return SupplyOp(kind, draw(st.sampled_from(SKUS)), node, value, version, None)
 
 
@@ -503,6 +515,21 @@ class LedgerDifferential(RuleBasedStateMachine):
         if retried:  # a client retrying after a lost reply: same request, same instant
             self.mutate(lambda ledger: ledger.extend(rid, ttl, now))
 
+    @rule(node=st.sampled_from(NODES), units=rarely(st.integers(0, 4), st.just(-1)))
+    def set_node_default(self, node: str, units: int) -> None:
+        """An UpsertNode changing the node's default safety stock: every row of
+        the node without its own follows at once (-1: refused, by both)."""
+        self.both(lambda ledger: ledger.define_node(node, units))  # expires nothing, as define_channel
+
+    @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES))
+    def clear_own_safety(self, sku: str, node: str) -> None:
+        """SetSafetyStock with use_node_default: the row follows its node again."""
+        now = self.now
+        op = SupplyOp(SupplyKind.SAFETY_DEFAULT, sku, node, 0, 0, None)
+        self.mutate(lambda ledger: ledger.apply_supply([op], now))
+        assert self.cand.has_own_safety_stock(sku, node) is False
+        assert self.ref.has_own_safety_stock(sku, node) is False
+
     @rule(data=st.data())
     def set_row(self, data: st.DataObject) -> None:
         """What the availability view does with a change-feed entry: absolute counters.
@@ -519,7 +546,8 @@ class LedgerDifferential(RuleBasedStateMachine):
         # channel the ledger does not track (which it ignores).
         usage = {**self.ref.channel_usage(sku, node), "callcenter": data.draw(st.integers(0, 3))}
         on_hand = data.draw(rarely(st.integers(0, 15), st.just(-1)))
-        safety = data.draw(st.integers(0, 3))
+        # -1: the row follows its node's default (a Redis row's ss, as the feed gives it)
+        safety = data.draw(st.integers(-1, 3))
         version = data.draw(st.integers(0, 6))
         self.both(
             lambda ledger: ledger.set_row(
@@ -555,6 +583,8 @@ class LedgerDifferential(RuleBasedStateMachine):
         assert list(self.cand.iter_rows()) == list(self.ref.iter_rows())
         assert self.cand.shortages() == self.ref.shortages()
         assert self.cand.row_count() == self.ref.row_count()
+        for node in NODES:
+            assert self.cand.node_safety_stock(node) == self.ref.node_safety_stock(node)
         assert self.cand.reservation_count() == self.ref.reservation_count()
 
     @invariant()

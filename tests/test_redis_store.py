@@ -291,10 +291,11 @@ async def test_the_feed_has_one_entry_per_changed_row_with_absolute_values(open_
     await store.reserve(req("r", ("sku-a", 12)))
     entries = await entries_since(start)
     assert [e for e in entries if e["sku"] == "sku-a"] == [
-        # with the reserving channel's new channel_used at the row
-        {"sku": "sku-a", "node": "dc1", "oh": "10", "rs": "10", "cm": "0", "ss": "0", "v": "0",
+        # with the reserving channel's new channel_used at the row; ss -1: the
+        # row follows its node's default safety stock
+        {"sku": "sku-a", "node": "dc1", "oh": "10", "rs": "10", "cm": "0", "ss": "-1", "v": "0",
          "u:web": "10"},
-        {"sku": "sku-a", "node": "dc2", "oh": "10", "rs": "2", "cm": "0", "ss": "0", "v": "0",
+        {"sku": "sku-a", "node": "dc2", "oh": "10", "rs": "2", "cm": "0", "ss": "-1", "v": "0",
          "u:web": "2"},
     ]
     [(start, _)] = await client.xrevrange(feed, count=1)
@@ -312,8 +313,9 @@ async def test_the_feed_has_one_entry_per_changed_row_with_absolute_values(open_
     [(newest, _)] = await client.xrevrange(feed, count=1)
     assert last_id == newest
     assert sorted(row for row in rows if row[0] == "sku-a") == [
-        ("sku-a", "dc1", 10, 0, 10, 0, 0, {"web": 10}),
-        ("sku-a", "dc2", 7, 0, 2, 0, 4, {"web": 2}),
+        # safety -1: the rows follow their node's default (the view resolves it)
+        ("sku-a", "dc1", 10, 0, 10, -1, 0, {"web": 10}),
+        ("sku-a", "dc2", 7, 0, 2, -1, 4, {"web": 2}),
     ]
 
 

@@ -45,6 +45,7 @@ cdef enum SupplyCode:
     SC_ADJUST = 1
     SC_SET = 2
     SC_SAFETY = 3
+    SC_SAFETY_DEFAULT = 4
 
 
 # One slot of an open-addressing table: ``ref`` is the stored index + 1 (0 =
@@ -185,6 +186,7 @@ cdef class FastLedger:
     cdef dict _nodes              # defined node id -> None, in definition order (like the reference)
     cdef StrTable _node_t         # every node id seen (defined or named by a loaded image)
     cdef uint8_t* _node_defined
+    cdef int64_t* _node_safety    # per node number: its default safety stock (0: none)
     cdef Py_ssize_t _node_cap
     cdef dict _channels           # channel id -> tuple of node ids (priority order)
     cdef StrTable _ch_t           # channel ids; the index selects _ch_nodes/_ch_len/_ch_elig
@@ -210,6 +212,13 @@ cdef class FastLedger:
     cdef tuple _bo_units          # each line's allowance, as check_backorder returns them
     cdef dict _bo_pending         # (SKU, node number) -> units held there by backorder holds
                                   # planned at rows that do not exist yet
+
+    # --- safety stock: Row.safety is always the effective value (so no ATP
+    # reader changes); 1 here for a row with a value of its own, the others
+    # follow _node_safety and are rewritten when it changes. Grown only when a
+    # row gets its own value, so rows past _own_cap follow their default.
+    cdef uint8_t* _own_safety
+    cdef Py_ssize_t _own_cap
 
     # --- SKU interning
     cdef StrTable _sku_t
@@ -299,6 +308,8 @@ cdef class FastLedger:
     cdef int _rehash_rows(self, uint64_t slot_count) except -1
     cdef Row* _alloc_row_ptr(self, AllocRec* a, int32_t sku) except NULL
     cdef object _level(self, object sku, object node, int64_t r)
+    cdef bint _is_own(self, int64_t r) noexcept nogil
+    cdef int _set_own(self, int64_t r, bint own) except -1
     cdef int _grow_free(self, Py_ssize_t n) except -1
 
     # --- channel_used

@@ -50,7 +50,9 @@ from engine.core.errors import (
 )
 from engine._fast.allocation cimport RK_NONE, channel_allowance_c
 from engine.core.ledger import (
+    FOLLOW_NODE_DEFAULT,
     STATE_FORMAT,
+    check_node_safety,
     check_backorder,
     check_channel_rules,
     resolved_rule_list,
@@ -743,6 +745,9 @@ cdef class FastLedger:
         _st_init(&self._ch_t)
         _st_init(&self._sku_t)
         self._node_defined = <uint8_t*>_grow(NULL, &self._node_cap, 16, sizeof(uint8_t))
+        self._node_safety = <int64_t*>_realloc(NULL, self._node_cap * sizeof(int64_t))
+        self._own_safety = NULL
+        self._own_cap = 0
         self._ch_nodes = <int32_t**>_grow(NULL, &self._ch_cap, 8, sizeof(int32_t*))
         self._ch_len = <Py_ssize_t*>_realloc(NULL, self._ch_cap * sizeof(Py_ssize_t))
         self._ch_elig = <uint8_t**>_realloc(NULL, self._ch_cap * sizeof(uint8_t*))
@@ -823,6 +828,8 @@ cdef class FastLedger:
         PyMem_RawFree(self._ch_tracked)
         PyMem_RawFree(self._use)
         PyMem_RawFree(self._node_defined)
+        PyMem_RawFree(self._node_safety)
+        PyMem_RawFree(self._own_safety)
         PyMem_RawFree(self._row_slots)
         PyMem_RawFree(self._res_slots)
         PyMem_RawFree(self._heap_block)
@@ -855,6 +862,9 @@ cdef class FastLedger:
         self._use_n = 0
         self._use_mask = 0
         self._node_defined = NULL
+        self._node_safety = NULL
+        self._own_safety = NULL
+        self._own_cap = 0
         self._row_slots = NULL
         self._segs = NULL
         self._seg_used = NULL
@@ -895,8 +905,11 @@ cdef class FastLedger:
         cdef Py_ssize_t n = self._node_t.n
         cdef int32_t idx = _st_intern(&self._node_t, node)
         if idx == n:  # new
-            self._node_defined = <uint8_t*>_grow(self._node_defined, &self._node_cap, idx + 1, sizeof(uint8_t))
+            if idx >= self._node_cap:
+                self._node_defined = <uint8_t*>_grow(self._node_defined, &self._node_cap, idx + 1, sizeof(uint8_t))
+                self._node_safety = <int64_t*>_realloc(self._node_safety, self._node_cap * sizeof(int64_t))
             self._node_defined[idx] = 0
+            self._node_safety[idx] = 0
         return idx
 
     cdef int32_t _node_of(self, object node) except -2:
@@ -1013,6 +1026,7 @@ cdef class FastLedger:
         memset(row, 0, sizeof(Row))
         row.sku = sku
         row.node = node
+        row.safety = self._node_safety[node]  # a new row follows its node's default
         memcpy(&row.key_len, &self._sku_t.recs[sku].key_len, 16)
         self._n_rows = r + 1
         k = fastledger_row_hkey(self._sku_t.recs[sku].hash, node)
@@ -1056,6 +1070,23 @@ cdef class FastLedger:
         v[6] = <PyObject*>version
         return _build(&_M_LEVEL, v)
 
+    cdef bint _is_own(self, int64_t r) noexcept nogil:
+        return r < self._own_cap and self._own_safety[r] != 0
+
+    cdef int _set_own(self, int64_t r, bint own) except -1:
+        cdef Py_ssize_t cap = self._own_cap
+        if r >= cap:
+            if not own:
+                return 0
+            cap = cap * 2 if cap else 1024
+            while cap <= r:
+                cap *= 2
+            self._own_safety = <uint8_t*>_realloc(self._own_safety, cap * sizeof(uint8_t))
+            memset(self._own_safety + self._own_cap, 0, cap - self._own_cap)
+            self._own_cap = cap
+        self._own_safety[r] = 1 if own else 0
+        return 0
+
     cdef int _grow_free(self, Py_ssize_t n) except -1:
         # Sourcing scratch: one slot per candidate node of the longest channel.
         cdef Py_ssize_t cap = self._free_cap
@@ -1069,10 +1100,36 @@ cdef class FastLedger:
 
     # ---------------------------------------------------------------- network
 
-    def define_node(self, node_id):
+    def define_node(self, node_id, default_safety_stock=0):
+        cdef int64_t quantity = check_node_safety(node_id, default_safety_stock)
         cdef int32_t idx = self._intern_node(node_id)
+        cdef int64_t r
+        cdef Row* row
         self._nodes[node_id] = None
         self._node_defined[idx] = 1
+        if self._node_safety[idx] == quantity:
+            return
+        self._node_safety[idx] = quantity
+        # A rare network change: one pass over the rows keeps every reader of
+        # Row.safety (the reserve path above all) free of the lookup.
+        for r in range(self._n_rows):
+            row = self._row(r)
+            if row.node == idx and not self._is_own(r):
+                row.safety = quantity
+
+    def has_own_safety_stock(self, sku, node):
+        cdef int32_t s = self._sku_of(sku)
+        cdef int32_t nd
+        cdef int64_t r = -1
+        if s >= 0:
+            nd = self._node_of(node)
+            if nd >= 0:
+                r = self._find(s, nd)
+        return r >= 0 and self._is_own(r)
+
+    def node_safety_stock(self, node_id):
+        cdef int32_t idx = _st_lookup(&self._node_t, node_id) if isinstance(node_id, str) else -1
+        return self._node_safety[idx] if idx >= 0 else 0
 
     def define_channel(self, channel_id, node_ids, rules=None, track_usage=False):
         """Define (or redefine) a channel, with optional resolved rules (see the reference)."""
@@ -1385,16 +1442,18 @@ cdef class FastLedger:
                         st.values[0] = row.on_hand
                         st.values[1] = row.reserved
                         st.values[2] = row.committed
-                        st.values[3] = row.safety
+                        # Staged as the row's own value, FOLLOW_NODE_DEFAULT if none.
+                        st.values[3] = row.safety if self._is_own(r) else FOLLOW_NODE_DEFAULT
                         st.values[4] = row.version
                     else:
                         memset(st.values, 0, sizeof(st.values))
+                        st.values[3] = FOLLOW_NODE_DEFAULT
                 st = &stages[s]
                 op_stage[i] = s
 
                 # Same dispatch as `kind == SupplyKind.X` in the reference.
                 if isinstance(kind, int) or kind == ikind:
-                    code = ikind if SC_ADJUST <= ikind <= SC_SAFETY else SC_INVALID
+                    code = ikind if SC_ADJUST <= ikind <= SC_SAFETY_DEFAULT else SC_INVALID
                 else:
                     code = SC_INVALID
                 if code == SC_ADJUST:
@@ -1443,6 +1502,10 @@ cdef class FastLedger:
                         )
                     st.values[3] = v
                     flags[i] = F_APPLIED
+                elif code == SC_SAFETY_DEFAULT:
+                    st.values[3] = FOLLOW_NODE_DEFAULT
+                    flags[i] = F_APPLIED
+                    continue  # applied, but creates no row: a missing row follows already
                 else:
                     raise InvalidArgument(
                         f"unknown supply kind {kind!r}",
@@ -1463,7 +1526,12 @@ cdef class FastLedger:
                 row.on_hand = st.values[0]
                 row.reserved = st.values[1]
                 row.committed = st.values[2]
-                row.safety = st.values[3]
+                if st.values[3] == FOLLOW_NODE_DEFAULT:
+                    row.safety = self._node_safety[st.node]
+                    self._set_own(st.row, False)
+                else:
+                    row.safety = st.values[3]
+                    self._set_own(st.row, True)
                 row.version = st.values[4]
             if batch_events is not None:
                 self._events.update(batch_events)
@@ -1524,7 +1592,12 @@ cdef class FastLedger:
         row.on_hand = on_hand
         row.reserved = reserved
         row.committed = committed
-        row.safety = safety_stock
+        if safety_stock == FOLLOW_NODE_DEFAULT:
+            row.safety = self._node_safety[nidx]
+            self._set_own(r, False)
+        else:
+            row.safety = safety_stock
+            self._set_own(r, True)
         row.version = version
         if channel_used and self._tracked:
             for channel, used in channel_used.items():
@@ -1817,8 +1890,8 @@ cdef class FastLedger:
         else:
             key = (<object>pl.sku, node)
             t = self._bo_pending.get(key, 0)
-            a = -t
-            w = 0  # the allowance of an all-zero row, under any rule or none
+            a = -t - self._node_safety[node]  # the row will follow its node's default
+            w = 0  # the allowance of a row with no ATP, under any rule or none
         if w < 0:
             w = 0
         if not (quantity <= w or ((a if a > 0 else 0) <= w and quantity <= a + units)):
@@ -2957,7 +3030,8 @@ cdef class FastLedger:
         for r in range(self._n_rows):
             row = self._row(r)
             rows.append([<object>self._sku_t.recs[row.sku].name, self._node_name(row.node), row.on_hand,
-                         row.reserved, row.committed, row.safety, row.version])
+                         row.reserved, row.committed,
+                         row.safety if self._is_own(r) else FOLLOW_NODE_DEFAULT, row.version])
         reservations = []
         for seq in range(self._n_res):
             head = self._head(self._res_handle[seq])
@@ -2988,6 +3062,7 @@ cdef class FastLedger:
             "format": STATE_FORMAT,
             "nodes": list(self._nodes),
             "channels": {c: list(n) for c, n in self._channels.items()},
+            "node_safety": {n: self.node_safety_stock(n) for n in self._nodes if self.node_safety_stock(n)},
             "rows": rows,
             "reservations": reservations,
             "events": {e: list(fp) for e, fp in self._events.items()},
@@ -3008,12 +3083,14 @@ cdef class FastLedger:
         cdef LineRec* line
         cdef AllocRec* a
         cdef uint32_t handle
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"unsupported ledger state format {state.get('format')!r}")
+        image_format = state.get("format")
+        if image_format not in (1, STATE_FORMAT):
+            raise ValueError(f"unsupported ledger state format {image_format!r}")
         self._free_storage()
         self._init_storage()
+        node_safety = state.get("node_safety", {})
         for node in state["nodes"]:
-            self.define_node(node)
+            self.define_node(node, node_safety.get(node, 0))
         channel_rules = state.get("channel_rules", {})
         track_usage = set(state.get("track_usage", ()))
         for channel, nodes in state["channels"].items():
@@ -3029,6 +3106,12 @@ cdef class FastLedger:
                 r = self._insert_row(s, nd)
             row = self._row(r)
             row.on_hand, row.reserved, row.committed, row.safety, row.version = values
+            # (see the reference: a format-1 image's 0 predates node defaults)
+            if row.safety == FOLLOW_NODE_DEFAULT or (image_format == 1 and row.safety == 0):
+                row.safety = self._node_safety[nd]
+                self._set_own(r, False)
+            else:
+                self._set_own(r, True)
         # Like the reference's dict: a repeated id keeps the first position and the
         # last body, while every held version leaves its heap entry behind.
         records = {}

@@ -67,7 +67,13 @@ EXPIRED = ReservationState.EXPIRED
 # Row layout: [on_hand, reserved, committed, safety_stock, version]
 ON_HAND, RESERVED, COMMITTED_QTY, SAFETY, VERSION = range(5)
 
-STATE_FORMAT = 1
+# 2: a row's safety stock in an image is -1 while the row follows its node's
+# default (FOLLOW_NODE_DEFAULT), and "node_safety" holds the defaults. A format-1
+# image predates node defaults: its rows' 0 is read as "follows" (0 meant none).
+STATE_FORMAT = 2
+# A row's safety stock as stored outside the ledger (images, Redis rows, the
+# feed, set_row) while the row has none of its own and follows its node's default.
+FOLLOW_NODE_DEFAULT = -1
 
 # A row's version is a 64-bit count version (SetStock versions come from int64 fields).
 MAX_VERSION = 2**63 - 1
@@ -78,17 +84,29 @@ _ROW_LIMITS = (
     ("safety_stock", MAX_ON_HAND),
     ("version", MAX_VERSION),
 )
+_ROW_MINIMA = (0, 0, 0, FOLLOW_NODE_DEFAULT, 0)
 
 
 def row_violations(*values: object) -> tuple[FieldViolation, ...]:
     """What is wrong with ``set_row``'s counters (on_hand, reserved, committed,
     safety_stock, version), one violation per field: each must be an int in
-    0..its limit. Shared by both ledgers so they refuse exactly the same rows."""
+    0..its limit (safety_stock may also be FOLLOW_NODE_DEFAULT). Shared by both
+    ledgers so they refuse exactly the same rows."""
     return tuple(
-        FieldViolation(name, f"must be an integer in 0..{limit}, got {value!r}")
-        for (name, limit), value in zip(_ROW_LIMITS, values, strict=True)
-        if not isinstance(value, int) or not 0 <= value <= limit
+        FieldViolation(name, f"must be an integer in {low}..{limit}, got {value!r}")
+        for (name, limit), low, value in zip(_ROW_LIMITS, _ROW_MINIMA, values, strict=True)
+        if not isinstance(value, int) or not low <= value <= limit
     )
+
+
+def check_node_safety(node_id: str, quantity: object) -> int:
+    """Validate ``define_node``'s default safety stock. Shared by both ledgers."""
+    if type(quantity) is not int or not 0 <= quantity <= MAX_ON_HAND:
+        raise InvalidArgument(
+            f"default safety stock of node {node_id!r} must be 0..{MAX_ON_HAND}",
+            (FieldViolation("default_safety_stock", f"must be 0..{MAX_ON_HAND}, got {quantity!r}"),),
+        )
+    return quantity
 
 
 def check_channel_rules(
@@ -252,11 +270,39 @@ class PureLedger:
         self._rules: dict[str, dict[str, tuple[int, int]]] = {}
         self._tracked: set[str] = set()
         self._used: dict[tuple[str, str, str], int] = {}
+        # Safety stock: every row holds its effective value in row[SAFETY] (so
+        # nothing that reads ATP needs to know where it came from); the rows
+        # with a value of their own are listed here, the others follow their
+        # node's default (_node_safety, absent = 0) and are rewritten when it
+        # changes.
+        self._node_safety: dict[str, int] = {}
+        self._own_safety: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ network
 
-    def define_node(self, node_id: str) -> None:
+    def define_node(self, node_id: str, default_safety_stock: int = 0) -> None:
+        """Define (or redefine) a node; ``default_safety_stock`` applies at
+        once to every row of the node without a safety stock of its own."""
+        quantity = check_node_safety(node_id, default_safety_stock)
         self._nodes[node_id] = None
+        if self._node_safety.get(node_id, 0) == quantity:
+            return
+        if quantity:
+            self._node_safety[node_id] = quantity
+        else:
+            self._node_safety.pop(node_id, None)
+        own = self._own_safety
+        for key, row in self._rows.items():
+            if key[1] == node_id and key not in own:
+                row[SAFETY] = quantity
+
+    def has_own_safety_stock(self, sku: str, node: str) -> bool:
+        """Whether the row has a safety stock of its own (else it follows its node's default)."""
+        return (sku, node) in self._own_safety
+
+    def node_safety_stock(self, node_id: str) -> int:
+        """The node's default safety stock (0 for none or an unknown node)."""
+        return self._node_safety.get(node_id, 0)
 
     def define_channel(
         self,
@@ -356,7 +402,8 @@ class PureLedger:
         self.expire_due(now)
         overlay: dict[tuple[str, str], list[int]] = {}
         batch_events: dict[str, tuple[Any, ...]] = {}
-        outcomes: list[tuple[tuple[str, str], bool, bool]] = []
+        # (row, creates the row, duplicate, applied)
+        outcomes: list[tuple[tuple[str, str], bool, bool, bool]] = []
         for i, op in enumerate(ops):
             kind, sku, node, value, version, event_id = op
             if node not in self._nodes:
@@ -368,13 +415,16 @@ class PureLedger:
                 if seen is not None:
                     if seen != fingerprint:
                         raise IdempotencyMismatch(f"event {event_id!r} was applied with a different body")
-                    outcomes.append((key, False, True))
+                    outcomes.append((key, False, True, False))
                     continue
                 batch_events[event_id] = fingerprint
             row = overlay.get(key)
             if row is None:
+                # Staged with the row's own safety stock, FOLLOW_NODE_DEFAULT if none.
                 stored = self._rows.get(key)
-                row = overlay[key] = list(stored) if stored is not None else [0, 0, 0, 0, 0]
+                row = overlay[key] = list(stored) if stored is not None else [0, 0, 0, FOLLOW_NODE_DEFAULT, 0]
+                if key not in self._own_safety:
+                    row[SAFETY] = FOLLOW_NODE_DEFAULT
             applied = True
             if kind == SupplyKind.ADJUST:
                 on_hand = row[ON_HAND] + value
@@ -402,26 +452,36 @@ class PureLedger:
                 if not 0 <= value <= MAX_ON_HAND:
                     raise StockRejected(f"safety stock must be 0..{MAX_ON_HAND}", reason="ON_HAND_LIMIT")
                 row[SAFETY] = value
+            elif kind == SupplyKind.SAFETY_DEFAULT:
+                row[SAFETY] = FOLLOW_NODE_DEFAULT
             else:
                 raise InvalidArgument(
                     f"unknown supply kind {kind!r}",
                     (FieldViolation(f"changes[{i}]", "unknown kind"),),
                 )
-            outcomes.append((key, applied, False))
+            outcomes.append((key, applied and kind != SupplyKind.SAFETY_DEFAULT, False, applied))
 
-        # Every op passed: write the rows and remember the events.
+        # Every op passed: write the rows and remember the events. A row is
+        # created by an applied change, except SAFETY_DEFAULT: a missing row
+        # follows its node's default already.
         for key, row in overlay.items():
+            own = row[SAFETY]
+            if own == FOLLOW_NODE_DEFAULT:
+                self._own_safety.discard(key)
+                row[SAFETY] = self._node_safety.get(key[1], 0)
             stored = self._rows.get(key)
             if stored is None:
-                if row == [0, 0, 0, 0, 0] and not any(k == key and a for k, a, _ in outcomes):
-                    continue  # a rejected-as-stale SET on a missing row creates nothing
+                if not any(k == key and creates for k, creates, _, _ in outcomes):
+                    continue  # e.g. a rejected-as-stale SET on a missing row creates nothing
                 self._rows[key] = row
             else:
                 stored[:] = row
+            if own != FOLLOW_NODE_DEFAULT:
+                self._own_safety.add(key)
         self._events.update(batch_events)
         return [
             StockChange(self.stock(*key), applied=applied, duplicate=duplicate)
-            for key, applied, duplicate in outcomes
+            for key, _, duplicate, applied in outcomes
         ]
 
     def adjust_stock(self, sku: str, node: str, delta: int, event_id: str | None, now: float) -> StockChange:
@@ -458,6 +518,9 @@ class PureLedger:
         ``audit()`` reports any difference this makes between ``reserved`` or
         ``committed`` and the holds.
 
+        ``safety_stock`` FOLLOW_NODE_DEFAULT makes the row follow its node's
+        default safety stock; any other value is the row's own.
+
         ``channel_used`` sets the row's counters of the channels it names (the
         units each holds or has committed there, which a channel's allowance
         depends on) to absolute values; the other channels' counters stay. A
@@ -474,6 +537,12 @@ class PureLedger:
                 self._used.pop((sku, node, channel), None)
                 if used:
                     self._used[(sku, node, channel)] = used
+        key = (sku, node)
+        if safety_stock == FOLLOW_NODE_DEFAULT:
+            self._own_safety.discard(key)
+            safety_stock = self._node_safety.get(node, 0)
+        else:
+            self._own_safety.add(key)
         values = [on_hand, reserved, committed, safety_stock, version]
         row = self._rows.get((sku, node))
         if row is None:
@@ -585,7 +654,7 @@ class PureLedger:
                 if row is None:
                     # Only a backorder hold is planned at a missing row: it starts
                     # the row, with nothing on hand yet.
-                    row = self._rows[(sku, n)] = [0, 0, 0, 0, 0]
+                    row = self._rows[(sku, n)] = [0, 0, 0, self._node_safety.get(n, 0), 0]
                 row[RESERVED] += q
                 if tracked:
                     self._add_used(sku, n, channel, q)
@@ -921,11 +990,22 @@ class PureLedger:
 
     def export_state(self) -> dict[str, Any]:
         """A JSON-able image of the whole ledger, loadable by either implementation."""
+        own = self._own_safety
         return {
             "format": STATE_FORMAT,
             "nodes": list(self._nodes),
             "channels": {c: list(n) for c, n in self._channels.items()},
-            "rows": [[sku, node, *row] for (sku, node), row in self._rows.items()],
+            "node_safety": dict(self._node_safety),
+            "rows": [
+                [
+                    sku,
+                    node,
+                    *row[:SAFETY],
+                    row[SAFETY] if (sku, node) in own else FOLLOW_NODE_DEFAULT,
+                    row[VERSION],
+                ]
+                for (sku, node), row in self._rows.items()
+            ],
             "reservations": [
                 [
                     r.id,
@@ -960,11 +1040,13 @@ class PureLedger:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Replace this ledger's contents with an exported image."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"unsupported ledger state format {state.get('format')!r}")
+        image_format = state.get("format")
+        if image_format not in (1, STATE_FORMAT):
+            raise ValueError(f"unsupported ledger state format {image_format!r}")
         self.__init__()  # type: ignore[misc]
+        node_safety = state.get("node_safety", {})
         for node in state["nodes"]:
-            self.define_node(node)
+            self.define_node(node, node_safety.get(node, 0))
         channel_rules = state.get("channel_rules", {})
         track_usage = set(state.get("track_usage", ()))
         for channel, nodes in state["channels"].items():
@@ -972,7 +1054,13 @@ class PureLedger:
                 channel, nodes, resolved_rule_list(nodes, channel_rules.get(channel)), channel in track_usage
             )
         for sku, node, *row in state["rows"]:
-            self._rows[(sku, node)] = [int(v) for v in row]
+            values = [int(v) for v in row]
+            if values[SAFETY] == FOLLOW_NODE_DEFAULT or (image_format == 1 and values[SAFETY] == 0):
+                values[SAFETY] = self._node_safety.get(node, 0)
+                self._own_safety.discard((sku, node))
+            else:
+                self._own_safety.add((sku, node))
+            self._rows[(sku, node)] = values
         contexts = state.get("contexts", {})  # absent in images written before promise-driven sourcing
         for rid, channel, ttl_s, allow_partial, created_at, expires_at, lines in state["reservations"]:
             res = _Reservation(
@@ -1070,14 +1158,17 @@ class PureLedger:
         channel's rule keeps none of the shelf from it (``max(a, 0) <= w``) and
         the shelf plus the supply not yet spoken for covers it
         (``quantity <= a + units``): then the row's ATP ends at no less than
-        ``-units``. A missing row counts as all zeros (and is created by the hold).
+        ``-units``. A missing row counts as all zeros but for its node's default
+        safety stock (it is created by the hold, following that default).
         """
         if not nodes:
             return [], 0
         (node,) = nodes
         row = self._rows.get((sku, node))
         on_hand, reserved, committed, safety = (
-            (row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY]) if row else (0, 0, 0, 0)
+            (row[ON_HAND], row[RESERVED], row[COMMITTED_QTY], row[SAFETY])
+            if row
+            else (0, 0, 0, self._node_safety.get(node, 0))
         )
         t = taken.get((sku, node), 0)
         a = on_hand - reserved - committed - safety - t

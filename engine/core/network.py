@@ -33,6 +33,7 @@ __all__ = [
 _POSTAL = re.compile(rf"[A-Za-z0-9 \-]{{0,{MAX_POSTAL_PREFIX}}}")
 _ALL_CAPABILITIES = int(Capability.SHIP | Capability.PICKUP | Capability.SHIP_FROM_STORE)
 MAX_DAILY_CAPACITY = 10_000_000
+MAX_DEFAULT_SAFETY_STOCK = 1_000_000_000
 
 
 def node_violations(node: Node, prefix: str = "node") -> list[FieldViolation]:
@@ -54,6 +55,13 @@ def node_violations(node: Node, prefix: str = "node") -> list[FieldViolation]:
     cap = node.daily_capacity
     if cap is not None and (type(cap) is not int or not 1 <= cap <= MAX_DAILY_CAPACITY):
         v.append(FieldViolation(f"{prefix}.daily_capacity", f"must be 1..{MAX_DAILY_CAPACITY} or unset"))
+    safety = node.default_safety_stock
+    if type(safety) is not int or not 0 <= safety <= MAX_DEFAULT_SAFETY_STOCK:
+        v.append(
+            FieldViolation(
+                f"{prefix}.default_safety_stock", f"must be 0..{MAX_DEFAULT_SAFETY_STOCK}, got {safety!r}"
+            )
+        )
     return v
 
 

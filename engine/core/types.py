@@ -89,7 +89,8 @@ class NodeType(IntEnum):
 class SupplyKind(IntEnum):
     ADJUST = 1  # on_hand += value (receipt, sale, shrink)
     SET = 2  # on_hand = value, only if version is newer than the stored one
-    SAFETY = 3  # safety_stock = value
+    SAFETY = 3  # the row's own safety_stock = value
+    SAFETY_DEFAULT = 4  # the row drops its own safety stock and follows its node's default (value 0)
 
 
 class SupplyOp(NamedTuple):
@@ -298,6 +299,7 @@ class Node:
     open_weekdays: tuple[int, ...] = (1, 2, 3, 4, 5)
     holidays: tuple[str, ...] = ()
     daily_capacity: int | None = None
+    default_safety_stock: int = 0
 
     def __post_init__(self) -> None:
         # JSON brings lists and plain ints back; keep the node hashable and equal

@@ -183,7 +183,12 @@ def validate_availability(skus: Sequence[str], channel: str | None, nodes: Seque
 
 
 # The request field that carries SupplyOp.value, per kind.
-_VALUE_FIELD = {SupplyKind.ADJUST: "delta", SupplyKind.SET: "on_hand", SupplyKind.SAFETY: "safety_stock"}
+_VALUE_FIELD = {
+    SupplyKind.ADJUST: "delta",
+    SupplyKind.SET: "on_hand",
+    SupplyKind.SAFETY: "safety_stock",
+    SupplyKind.SAFETY_DEFAULT: "safety_stock",
+}
 
 
 def validate_supply(ops: Sequence[SupplyOp]) -> None:
@@ -216,6 +221,9 @@ def validate_supply(ops: Sequence[SupplyOp]) -> None:
         elif kind == SupplyKind.SAFETY:
             if not 0 <= value <= MAX_ON_HAND:
                 v.append(FieldViolation(value_field, f"must be 0..{MAX_ON_HAND}, got {value}"))
+        elif kind == SupplyKind.SAFETY_DEFAULT:
+            if value != 0:
+                v.append(FieldViolation(value_field, f"must be 0 when use_node_default is set, got {value}"))
         else:
             v.append(FieldViolation(at, f"unknown supply kind {kind!r}"))
     if v:

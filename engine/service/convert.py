@@ -186,7 +186,15 @@ def set_stock_ops(pb: supply_service_pb2.SetStockRequest) -> list[SupplyOp]:
 
 def safety_stock_ops(pb: supply_service_pb2.SetSafetyStockRequest) -> list[SupplyOp]:
     return [
-        SupplyOp(SupplyKind.SAFETY, c.sku, c.node, c.safety_stock, 0, c.event_id or None) for c in pb.changes
+        SupplyOp(
+            SupplyKind.SAFETY_DEFAULT if c.use_node_default else SupplyKind.SAFETY,
+            c.sku,
+            c.node,
+            c.safety_stock,
+            0,
+            c.event_id or None,
+        )
+        for c in pb.changes
     ]
 
 
@@ -215,6 +223,7 @@ def node_from_pb(pb: network_service_pb2.Node) -> Node:
         optional["open_weekdays"] = tuple(pb.open_weekdays)
     if pb.HasField("daily_capacity"):
         optional["daily_capacity"] = pb.daily_capacity
+    optional["default_safety_stock"] = pb.default_safety_stock
     return Node(
         id=pb.id,
         type=node_type,  # type: ignore[arg-type]
@@ -564,6 +573,7 @@ def node_pb(node: Node) -> network_service_pb2.Node:
         out.holidays.add(year=d.year, month=d.month, day=d.day)
     if node.daily_capacity is not None:
         out.daily_capacity = node.daily_capacity
+    out.default_safety_stock = node.default_safety_stock
     return out
 
 

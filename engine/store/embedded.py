@@ -649,7 +649,7 @@ class EmbeddedStore:
             return ledger.expire_due(now)
         if op == "node":
             node = _decode_node(args[0])
-            ledger.define_node(node.id)
+            ledger.define_node(node.id, node.default_safety_stock)
             previous = self._nodes.get(node.id)
             self._nodes[node.id] = node
             if previous is not None and previous.type != node.type:

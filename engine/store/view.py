@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from engine.core.allocation_rules import resolve_channel_rules
 from engine.core.errors import Shortfall
+from engine.core.ledger import FOLLOW_NODE_DEFAULT
 from engine.core.ledger_protocol import Ledger
 from engine.core.types import Channel, LineRequest, Node, NodeAvailability, SkuAvailability
 from engine.ledgers import make_ledger
@@ -64,6 +65,8 @@ class AvailabilityView:
         retyped = False
         for node in nodes:
             self._define_node(node.id)
+            # A changed default applies at once to the rows that follow it.
+            self._ledger.define_node(node.id, node.default_safety_stock)
             previous = self._node_defs.get(node.id)
             retyped |= previous is not None and previous.type != node.type
             self._node_defs[node.id] = node
@@ -93,9 +96,10 @@ class AvailabilityView:
         ledger = self._ledger
         for (sku, node), used in pending.items():
             level = ledger.stock(sku, node)
+            own = ledger.has_own_safety_stock(sku, node)
             ledger.set_row(
-                sku, node, level.on_hand, level.reserved, level.committed, level.safety_stock,
-                level.version, {channel: used},
+                sku, node, level.on_hand, level.reserved, level.committed,
+                level.safety_stock if own else FOLLOW_NODE_DEFAULT, level.version, {channel: used},
             )  # fmt: skip
 
     def _define_node(self, node_id: str) -> None:

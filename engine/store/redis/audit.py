@@ -8,11 +8,13 @@ messages are the reference ledger's, so a report reads the same on both stores.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engine.core.future_supply import uncovered_shortages
+from engine.core.ledger import FOLLOW_NODE_DEFAULT
 from engine.core.types import StockLevel
 from engine.store.base import AuditReport
 from engine.store.redis.network import NetworkCopy
@@ -87,6 +89,12 @@ def build_report(
         for level, held, committed in shard.rows:
             checks.append((level.sku, level.node, level.reserved, level.committed, held, committed))
             if level.on_hand < level.reserved + level.committed:
+                if level.safety_stock == FOLLOW_NODE_DEFAULT:
+                    # Reported as the ledgers report it: with the node's default in effect.
+                    definition = network.nodes.get(level.node)
+                    level = dataclasses.replace(
+                        level, safety_stock=definition.default_safety_stock if definition is not None else 0
+                    )
                 shortages.append(level)
         for sku, node, held, committed in shard.unbacked:
             checks.append((sku, node, 0, 0, held, committed))

@@ -43,7 +43,7 @@ from engine.core.future_supply import (
     decode_inbound,
     encode_inbound,
 )
-from engine.core.ledger import check_backorder, usable_candidates
+from engine.core.ledger import FOLLOW_NODE_DEFAULT, check_backorder, usable_candidates
 from engine.core.types import (
     MAX_ON_HAND,
     Channel,
@@ -496,7 +496,7 @@ class RedisStore:
         if len(calls) > 1:
             assert self._cross is not None
             try:
-                return await self._cross.supply(ops, head, calls)
+                return self._resolve_safety(await self._cross.supply(ops, head, calls))
             finally:
                 self._wrote(by_shard)
         if not calls:
@@ -506,13 +506,35 @@ class RedisStore:
         self._wrote(shards)
         if reply[0] != "OK":
             raise replies.supply_error(reply)
-        return replies.stock_changes([(op.sku, op.node) for op in ops], reply[1])
+        return self._resolve_safety(replies.stock_changes([(op.sku, op.node) for op in ops], reply[1]))
+
+    def _safety(self, node: str, stored: int) -> int:
+        """The safety stock in effect at a row whose ``ss`` is ``stored``: its
+        own, or (FOLLOW_NODE_DEFAULT) its node's default from the network copy."""
+        if stored != FOLLOW_NODE_DEFAULT:
+            return stored
+        definition = self._net.nodes.get(node)
+        return definition.default_safety_stock if definition is not None else 0
+
+    def _resolve_safety(self, changes: list[StockChange]) -> list[StockChange]:
+        return [
+            dataclasses.replace(
+                c,
+                level=dataclasses.replace(
+                    c.level, safety_stock=self._safety(c.level.node, c.level.safety_stock)
+                ),
+            )
+            if c.level.safety_stock == FOLLOW_NODE_DEFAULT
+            else c
+            for c in changes
+        ]
 
     async def stock(self, sku: str, node: str) -> StockLevel:
         self._check_open()
         _check_sku(sku, "sku")
         [values] = await self._read_rows([sku], [node])
-        return StockLevel(sku, node, *values[:5])
+        on_hand, reserved, committed, safety, version = values[:5]
+        return StockLevel(sku, node, on_hand, reserved, committed, self._safety(node, safety), version)
 
     async def _read_rows(
         self, skus: Sequence[str], nodes: Sequence[str], channel: str = ""
@@ -597,6 +619,15 @@ class RedisStore:
         rule_args: list[Arg] = [len(rules)]
         for ruled_node, (kind, value) in rules.items():
             rule_args += [ruled_node, kind, value]
+        # The default safety stock of the eligible nodes with one: a row that
+        # follows it (ss -1) keeps it back in the script (lib.lua read_rules).
+        defaults = [
+            (n, d.default_safety_stock) for n in eligible if (d := self._net.nodes.get(n)) is not None
+        ]
+        defaults = [(n, units) for n, units in defaults if units]
+        rule_args.append(len(defaults))
+        for node_id, units in defaults:
+            rule_args += [node_id, units]
         lines_by_shard: dict[int, list[Line]] = {}
         sourcing = request.sourcing
         for i, (sku, quantity, node) in enumerate(request.lines):
@@ -787,6 +818,7 @@ class RedisStore:
             breakdown: list[NodeAvailability] = []
             for i, node in enumerate(selected):
                 on_hand, reserved, committed, safety, _, used = row[6 * i : 6 * i + 6]
+                safety = self._safety(node, safety)
                 rule = rules.get(node)
                 if rule is not None:
                     atp = channel_allowance(on_hand, reserved, committed, safety, rule[0], rule[1], used)

@@ -45,7 +45,7 @@ CARRIER_TABLE_SOURCE_SERVER: CarrierTableSource
 CARRIER_TABLE_SOURCE_API: CarrierTableSource
 
 class Node(_message.Message):
-    __slots__ = ("id", "type", "name", "region", "latitude", "longitude", "time_zone", "capabilities", "postal_prefix", "processing_days", "pickup_minutes", "cutoff", "opens_at", "open_weekdays", "holidays", "daily_capacity")
+    __slots__ = ("id", "type", "name", "region", "latitude", "longitude", "time_zone", "capabilities", "postal_prefix", "processing_days", "pickup_minutes", "cutoff", "opens_at", "open_weekdays", "holidays", "daily_capacity", "default_safety_stock")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Node(_message.Message):
     OPEN_WEEKDAYS_FIELD_NUMBER: _ClassVar[int]
     HOLIDAYS_FIELD_NUMBER: _ClassVar[int]
     DAILY_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: NodeType
     name: str
@@ -78,7 +79,8 @@ class Node(_message.Message):
     open_weekdays: _containers.RepeatedScalarFieldContainer[_dayofweek_pb2.DayOfWeek]
     holidays: _containers.RepeatedCompositeFieldContainer[_date_pb2.Date]
     daily_capacity: int
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[NodeType, str]] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., time_zone: _Optional[str] = ..., capabilities: _Optional[_Union[NodeCapabilities, _Mapping]] = ..., postal_prefix: _Optional[str] = ..., processing_days: _Optional[int] = ..., pickup_minutes: _Optional[int] = ..., cutoff: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., opens_at: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., open_weekdays: _Optional[_Iterable[_Union[_dayofweek_pb2.DayOfWeek, str]]] = ..., holidays: _Optional[_Iterable[_Union[_date_pb2.Date, _Mapping]]] = ..., daily_capacity: _Optional[int] = ...) -> None: ...
+    default_safety_stock: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[NodeType, str]] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., time_zone: _Optional[str] = ..., capabilities: _Optional[_Union[NodeCapabilities, _Mapping]] = ..., postal_prefix: _Optional[str] = ..., processing_days: _Optional[int] = ..., pickup_minutes: _Optional[int] = ..., cutoff: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., opens_at: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., open_weekdays: _Optional[_Iterable[_Union[_dayofweek_pb2.DayOfWeek, str]]] = ..., holidays: _Optional[_Iterable[_Union[_date_pb2.Date, _Mapping]]] = ..., daily_capacity: _Optional[int] = ..., default_safety_stock: _Optional[int] = ...) -> None: ...
 
 class NodeCapabilities(_message.Message):
     __slots__ = ("ship", "pickup", "ship_from_store")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from engine._proto.inventory.v1 import stock_pb2 as inventory_dot_v1_dot_stock__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!inventory/v1/supply_service.proto\x12\x0cinventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18inventory/v1/stock.proto\"D\n\x12\x41\x64justStockRequest\x12.\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1d.inventory.v1.StockAdjustment\"M\n\x0fStockAdjustment\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\"<\n\x0fSetStockRequest\x12)\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x18.inventory.v1.StockCount\"[\n\nStockCount\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"J\n\x15SetSafetyStockRequest\x12\x31\n\x07\x63hanges\x18\x01 \x03(\x0b\x32 .inventory.v1.SafetyStockSetting\"W\n\x12SafetyStockSetting\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x14\n\x0csafety_stock\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\"I\n\x14SupplyChangeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .inventory.v1.SupplyChangeResult\"a\n\x12SupplyChangeResult\x12\'\n\x05level\x18\x01 \x01(\x0b\x32\x18.inventory.v1.StockLevel\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\x9a\x01\n\rInboundSupply\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\'\n\x03\x65ta\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04kind\x18\x06 \x01(\x0e\x32\x19.inventory.v1.InboundKind\"J\n\x1aUpsertInboundSupplyRequest\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.inventory.v1.InboundSupply\"Q\n\x1bUpsertInboundSupplyResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.inventory.v1.InboundSupplyResult\"q\n\x13InboundSupplyResult\x12+\n\x06record\x18\x01 \x01(\x0b\x32\x1b.inventory.v1.InboundSupply\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.inventory.v1.InboundOutcome\")\n\x1a\x44\x65leteInboundSupplyRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"I\n\x1b\x44\x65leteInboundSupplyResponse\x12\x13\n\x0b\x64\x65leted_ids\x18\x01 \x03(\t\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\"\\\n\x18ListInboundSupplyRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"b\n\x19ListInboundSupplyResponse\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.inventory.v1.InboundSupply\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*g\n\x0bInboundKind\x12\x1c\n\x18INBOUND_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINBOUND_KIND_PURCHASE_ORDER\x10\x01\x12\x19\n\x15INBOUND_KIND_TRANSFER\x10\x02*\x8a\x01\n\x0eInboundOutcome\x12\x1f\n\x1bINBOUND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INBOUND_OUTCOME_CREATED\x10\x01\x12\x1b\n\x17INBOUND_OUTCOME_UPDATED\x10\x02\x12\x1d\n\x19INBOUND_OUTCOME_UNCHANGED\x10\x03\x32\xcc\x04\n\rSupplyService\x12S\n\x0b\x41\x64justStock\x12 .inventory.v1.AdjustStockRequest\x1a\".inventory.v1.SupplyChangeResponse\x12M\n\x08SetStock\x12\x1d.inventory.v1.SetStockRequest\x1a\".inventory.v1.SupplyChangeResponse\x12Y\n\x0eSetSafetyStock\x12#.inventory.v1.SetSafetyStockRequest\x1a\".inventory.v1.SupplyChangeResponse\x12j\n\x13UpsertInboundSupply\x12(.inventory.v1.UpsertInboundSupplyRequest\x1a).inventory.v1.UpsertInboundSupplyResponse\x12j\n\x13\x44\x65leteInboundSupply\x12(.inventory.v1.DeleteInboundSupplyRequest\x1a).inventory.v1.DeleteInboundSupplyResponse\x12\x64\n\x11ListInboundSupply\x12&.inventory.v1.ListInboundSupplyRequest\x1a\'.inventory.v1.ListInboundSupplyResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!inventory/v1/supply_service.proto\x12\x0cinventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18inventory/v1/stock.proto\"D\n\x12\x41\x64justStockRequest\x12.\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1d.inventory.v1.StockAdjustment\"M\n\x0fStockAdjustment\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\"<\n\x0fSetStockRequest\x12)\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x18.inventory.v1.StockCount\"[\n\nStockCount\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"J\n\x15SetSafetyStockRequest\x12\x31\n\x07\x63hanges\x18\x01 \x03(\x0b\x32 .inventory.v1.SafetyStockSetting\"q\n\x12SafetyStockSetting\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x14\n\x0csafety_stock\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x18\n\x10use_node_default\x18\x05 \x01(\x08\"I\n\x14SupplyChangeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .inventory.v1.SupplyChangeResult\"a\n\x12SupplyChangeResult\x12\'\n\x05level\x18\x01 \x01(\x0b\x32\x18.inventory.v1.StockLevel\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\x9a\x01\n\rInboundSupply\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\'\n\x03\x65ta\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04kind\x18\x06 \x01(\x0e\x32\x19.inventory.v1.InboundKind\"J\n\x1aUpsertInboundSupplyRequest\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.inventory.v1.InboundSupply\"Q\n\x1bUpsertInboundSupplyResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.inventory.v1.InboundSupplyResult\"q\n\x13InboundSupplyResult\x12+\n\x06record\x18\x01 \x01(\x0b\x32\x1b.inventory.v1.InboundSupply\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.inventory.v1.InboundOutcome\")\n\x1a\x44\x65leteInboundSupplyRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"I\n\x1b\x44\x65leteInboundSupplyResponse\x12\x13\n\x0b\x64\x65leted_ids\x18\x01 \x03(\t\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\"\\\n\x18ListInboundSupplyRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"b\n\x19ListInboundSupplyResponse\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.inventory.v1.InboundSupply\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*g\n\x0bInboundKind\x12\x1c\n\x18INBOUND_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINBOUND_KIND_PURCHASE_ORDER\x10\x01\x12\x19\n\x15INBOUND_KIND_TRANSFER\x10\x02*\x8a\x01\n\x0eInboundOutcome\x12\x1f\n\x1bINBOUND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INBOUND_OUTCOME_CREATED\x10\x01\x12\x1b\n\x17INBOUND_OUTCOME_UPDATED\x10\x02\x12\x1d\n\x19INBOUND_OUTCOME_UNCHANGED\x10\x03\x32\xcc\x04\n\rSupplyService\x12S\n\x0b\x41\x64justStock\x12 .inventory.v1.AdjustStockRequest\x1a\".inventory.v1.SupplyChangeResponse\x12M\n\x08SetStock\x12\x1d.inventory.v1.SetStockRequest\x1a\".inventory.v1.SupplyChangeResponse\x12Y\n\x0eSetSafetyStock\x12#.inventory.v1.SetSafetyStockRequest\x1a\".inventory.v1.SupplyChangeResponse\x12j\n\x13UpsertInboundSupply\x12(.inventory.v1.UpsertInboundSupplyRequest\x1a).inventory.v1.UpsertInboundSupplyResponse\x12j\n\x13\x44\x65leteInboundSupply\x12(.inventory.v1.DeleteInboundSupplyRequest\x1a).inventory.v1.DeleteInboundSupplyResponse\x12\x64\n\x11ListInboundSupply\x12&.inventory.v1.ListInboundSupplyRequest\x1a\'.inventory.v1.ListInboundSupplyResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inventory.v1.supply_service
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020com.inventory.v1P\001Z\030inventory/v1;inventoryv1'
-  _globals['_INBOUNDKIND']._serialized_start=1496
-  _globals['_INBOUNDKIND']._serialized_end=1599
-  _globals['_INBOUNDOUTCOME']._serialized_start=1602
-  _globals['_INBOUNDOUTCOME']._serialized_end=1740
+  _globals['_INBOUNDKIND']._serialized_start=1522
+  _globals['_INBOUNDKIND']._serialized_end=1625
+  _globals['_INBOUNDOUTCOME']._serialized_start=1628
+  _globals['_INBOUNDOUTCOME']._serialized_end=1766
   _globals['_ADJUSTSTOCKREQUEST']._serialized_start=110
   _globals['_ADJUSTSTOCKREQUEST']._serialized_end=178
   _globals['_STOCKADJUSTMENT']._serialized_start=180
@@ -49,27 +49,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETSAFETYSTOCKREQUEST']._serialized_start=414
   _globals['_SETSAFETYSTOCKREQUEST']._serialized_end=488
   _globals['_SAFETYSTOCKSETTING']._serialized_start=490
-  _globals['_SAFETYSTOCKSETTING']._serialized_end=577
-  _globals['_SUPPLYCHANGERESPONSE']._serialized_start=579
-  _globals['_SUPPLYCHANGERESPONSE']._serialized_end=652
-  _globals['_SUPPLYCHANGERESULT']._serialized_start=654
-  _globals['_SUPPLYCHANGERESULT']._serialized_end=751
-  _globals['_INBOUNDSUPPLY']._serialized_start=754
-  _globals['_INBOUNDSUPPLY']._serialized_end=908
-  _globals['_UPSERTINBOUNDSUPPLYREQUEST']._serialized_start=910
-  _globals['_UPSERTINBOUNDSUPPLYREQUEST']._serialized_end=984
-  _globals['_UPSERTINBOUNDSUPPLYRESPONSE']._serialized_start=986
-  _globals['_UPSERTINBOUNDSUPPLYRESPONSE']._serialized_end=1067
-  _globals['_INBOUNDSUPPLYRESULT']._serialized_start=1069
-  _globals['_INBOUNDSUPPLYRESULT']._serialized_end=1182
-  _globals['_DELETEINBOUNDSUPPLYREQUEST']._serialized_start=1184
-  _globals['_DELETEINBOUNDSUPPLYREQUEST']._serialized_end=1225
-  _globals['_DELETEINBOUNDSUPPLYRESPONSE']._serialized_start=1227
-  _globals['_DELETEINBOUNDSUPPLYRESPONSE']._serialized_end=1300
-  _globals['_LISTINBOUNDSUPPLYREQUEST']._serialized_start=1302
-  _globals['_LISTINBOUNDSUPPLYREQUEST']._serialized_end=1394
-  _globals['_LISTINBOUNDSUPPLYRESPONSE']._serialized_start=1396
-  _globals['_LISTINBOUNDSUPPLYRESPONSE']._serialized_end=1494
-  _globals['_SUPPLYSERVICE']._serialized_start=1743
-  _globals['_SUPPLYSERVICE']._serialized_end=2331
+  _globals['_SAFETYSTOCKSETTING']._serialized_end=603
+  _globals['_SUPPLYCHANGERESPONSE']._serialized_start=605
+  _globals['_SUPPLYCHANGERESPONSE']._serialized_end=678
+  _globals['_SUPPLYCHANGERESULT']._serialized_start=680
+  _globals['_SUPPLYCHANGERESULT']._serialized_end=777
+  _globals['_INBOUNDSUPPLY']._serialized_start=780
+  _globals['_INBOUNDSUPPLY']._serialized_end=934
+  _globals['_UPSERTINBOUNDSUPPLYREQUEST']._serialized_start=936
+  _globals['_UPSERTINBOUNDSUPPLYREQUEST']._serialized_end=1010
+  _globals['_UPSERTINBOUNDSUPPLYRESPONSE']._serialized_start=1012
+  _globals['_UPSERTINBOUNDSUPPLYRESPONSE']._serialized_end=1093
+  _globals['_INBOUNDSUPPLYRESULT']._serialized_start=1095
+  _globals['_INBOUNDSUPPLYRESULT']._serialized_end=1208
+  _globals['_DELETEINBOUNDSUPPLYREQUEST']._serialized_start=1210
+  _globals['_DELETEINBOUNDSUPPLYREQUEST']._serialized_end=1251
+  _globals['_DELETEINBOUNDSUPPLYRESPONSE']._serialized_start=1253
+  _globals['_DELETEINBOUNDSUPPLYRESPONSE']._serialized_end=1326
+  _globals['_LISTINBOUNDSUPPLYREQUEST']._serialized_start=1328
+  _globals['_LISTINBOUNDSUPPLYREQUEST']._serialized_end=1420
+  _globals['_LISTINBOUNDSUPPLYRESPONSE']._serialized_start=1422
+  _globals['_LISTINBOUNDSUPPLYRESPONSE']._serialized_end=1520
+  _globals['_SUPPLYSERVICE']._serialized_start=1769
+  _globals['_SUPPLYSERVICE']._serialized_end=2357
 # @@protoc_insertion_point(module_scope)

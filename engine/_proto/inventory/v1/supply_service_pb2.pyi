@@ -76,16 +76,18 @@ class SetSafetyStockRequest(_message.Message):
     def __init__(self, changes: _Optional[_Iterable[_Union[SafetyStockSetting, _Mapping]]] = ...) -> None: ...
 
 class SafetyStockSetting(_message.Message):
-    __slots__ = ("sku", "node", "safety_stock", "event_id")
+    __slots__ = ("sku", "node", "safety_stock", "event_id", "use_node_default")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_NODE_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node: str
     safety_stock: int
     event_id: str
-    def __init__(self, sku: _Optional[str] = ..., node: _Optional[str] = ..., safety_stock: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
+    use_node_default: bool
+    def __init__(self, sku: _Optional[str] = ..., node: _Optional[str] = ..., safety_stock: _Optional[int] = ..., event_id: _Optional[str] = ..., use_node_default: _Optional[bool] = ...) -> None: ...
 
 class SupplyChangeResponse(_message.Message):
     __slots__ = ("results",)

@@ -84,7 +84,13 @@ end
 -- flush_rows() with one feed entry per changed row. A script that refuses an
 -- operation returns before flushing, so its tentative changes are never written.
 
+-- A row's `ss` is its own safety stock, or -1 (also read for a missing field)
+-- while it follows its node's default; the defaults are not in the row's slot,
+-- so the scripts that need them get them in ARGV (read_rules) and eff_ss()
+-- resolves them. Everything else (the feed, rows.lua, supply.lua) passes -1 on
+-- for the engine to resolve from its network copy.
 local ROW_FIELDS = {':oh', ':rs', ':cm', ':ss', ':v'}
+local node_ss = {}
 local rows = {}
 local row_list = {}
 
@@ -92,7 +98,7 @@ local function new_row(p, sku, node, values)
   local r = {
     p = p, key = k_sku(p, sku), sku = sku, node = node, exists = values[5] ~= false,
     oh = tonumber(values[1]) or 0, rs = tonumber(values[2]) or 0, cm = tonumber(values[3]) or 0,
-    ss = tonumber(values[4]) or 0, v = tonumber(values[5]) or 0, create = false,
+    ss = tonumber(values[4]) or -1, v = tonumber(values[5]) or 0, create = false,
     -- channel_used: stored values read so far (uv), pending changes (ud) in
     -- the order the channels were first changed (uch)
     uv = {}, ud = {}, uch = {},
@@ -236,7 +242,7 @@ local function sku_rows(p, sku)
   local out = {}
   for _, node in ipairs(nodes) do
     local v = by_node[node]
-    if v.v then out[#out + 1] = {node, v.oh or 0, v.rs or 0, v.cm or 0, v.ss or 0, v.v, used[node]} end
+    if v.v then out[#out + 1] = {node, v.oh or 0, v.rs or 0, v.cm or 0, v.ss or -1, v.v, used[node]} end
   end
   return out
 end
@@ -334,7 +340,7 @@ end
 -- The views keep a row of zeros, which reads exactly as no row.
 local function remove_unstarted()
   for _, r in ipairs(row_list) do
-    if r.unstart and r.exists and r.oh == 0 and r.rs == 0 and r.cm == 0 and r.ss == 0 and r.v == 0 then
+    if r.unstart and r.exists and r.oh == 0 and r.rs == 0 and r.cm == 0 and r.ss == -1 and r.v == 0 then
       local fields = {}
       for i, suffix in ipairs(ROW_FIELDS) do fields[i] = r.node .. suffix end
       redis.call('HDEL', r.key, unpack(fields))
@@ -416,6 +422,12 @@ end
 -- engine.core.allocation_rules.channel_allowance: units a channel may still
 -- take at a row under its rule (kind 1 SHARE percent, 2 CAP, 3 PROTECT units).
 -- The share is computed without a product above 2^53 (Lua numbers are doubles).
+-- The safety stock in effect at row r: its own, else its node's default.
+local function eff_ss(r)
+  if r.ss >= 0 then return r.ss end
+  return node_ss[r.node] or 0
+end
+
 local function allowance(oh, rs, cm, ss, kind, value, used)
   local atp = oh - rs - cm - ss
   if atp <= 0 then return 0 end
@@ -441,12 +453,18 @@ local function allowance(oh, rs, cm, ss, kind, value, used)
 end
 
 -- The reserving channel's rules by node, {kind, value}, read from ARGV:
--- count, then (node, kind, value)*. Nodes without a rule are absent.
+-- count, then (node, kind, value)*. Nodes without a rule are absent. Then the
+-- default safety stock of the eligible nodes that have one (into node_ss):
+-- count, then (node, units)*.
 local function read_rules()
   local rules = {}
   for _ = 1, arg_num() do
     local node = arg()
     rules[node] = {arg_num(), arg_num()}
+  end
+  for _ = 1, arg_num() do
+    local node = arg()
+    node_ss[node] = arg_num()
   end
   return rules
 end
@@ -467,9 +485,9 @@ local function source(p, sku, qty, candidates, taken, rules, ch, whole)
     local rule = rules[node]
     local atp
     if rule then
-      atp = allowance(r.oh, r.rs + t, r.cm, r.ss, rule[1], rule[2], row_used(r, ch) + t)
+      atp = allowance(r.oh, r.rs + t, r.cm, eff_ss(r), rule[1], rule[2], row_used(r, ch) + t)
     else
-      atp = r.oh - r.rs - r.cm - r.ss - t
+      atp = r.oh - r.rs - r.cm - eff_ss(r) - t
     end
     if atp > 0 then
       if atp >= qty then return {{node, qty, r}} end
@@ -495,7 +513,8 @@ end
 -- covers it, or when the rule keeps none of the shelf from the channel
 -- (max(a, 0) <= w) and the shelf plus the supply not yet spoken for covers it
 -- (qty <= a + units): the row's ATP then ends at no less than -units. A
--- missing row reads as zeros (the hold starts it). `candidates` is the one
+-- missing row reads as zeros but for its node's default safety stock (the
+-- hold starts it, following that default). `candidates` is the one
 -- node, or empty when the line's one candidate is not usable (it gets nothing).
 -- Returns the allocation ({} or {{node, qty, row}}) and the figure a shortfall
 -- reports: `w`, as for an ordinary line.
@@ -504,12 +523,12 @@ local function source_backorder(p, sku, qty, candidates, units, taken, rules, ch
   local node = candidates[1]
   local r = row(p, sku, node)
   local t = taken[r] or 0
-  local a = r.oh - r.rs - r.cm - r.ss - t
+  local a = r.oh - r.rs - r.cm - eff_ss(r) - t
   local rule = rules[node]
   local w = a
   if rule then
     -- What this request took counts as the channel's, exactly as in source().
-    w = allowance(r.oh, r.rs + t, r.cm, r.ss, rule[1], rule[2], row_used(r, ch) + t)
+    w = allowance(r.oh, r.rs + t, r.cm, eff_ss(r), rule[1], rule[2], row_used(r, ch) + t)
   end
   if w < 0 then w = 0 end
   if qty <= w or (math.max(a, 0) <= w and qty <= a + units) then

@@ -10,7 +10,7 @@
 --            from its network copy: CHANNEL / UNKNOWN_NODE / NOT_ELIGIBLE, or
 --            '' for none; it applies only if the reservation does not exist),
 --            eligible_count, eligible nodes..., channel, rule_count,
---            (node, kind, value)* (the channel's allocation rule at each eligible
+--            (node, kind, value)*, safety_count, (node, default safety stock)* (the channel's allocation rule at each eligible
 --            node that has one), sourcing ('' the channel's order; '0' or '1':
 --            promise-driven, '1' whole lines only; '0b' or '1b': promise-driven
 --            with backorder allowances), then for each shard of KEYS[3..]: line

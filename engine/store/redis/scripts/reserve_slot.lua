@@ -7,7 +7,7 @@
 -- KEYS     one `x` key per shard of this slot holding lines
 -- ARGV     now_ms, feed_maxlen, rid, created_at, expires_at, expires_ms, owner,
 --          allow_partial (0/1), eligible_count, eligible..., channel, rule_count,
---          (node, kind, value)*, sourcing (as reserve.lua), then per shard:
+--          (node, kind, value)*, safety_count, (node, default safety stock)*, sourcing (as reserve.lua), then per shard:
 --          line count, (index, sku, quantity, requested node or '')* (and
 --          candidates and backorder allowances, as reserve.lua)
 -- Returns  {'OK', took (0/1: any units held in this slot), {shortfall...}, {sub...}}

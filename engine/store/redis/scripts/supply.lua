@@ -7,9 +7,11 @@
 -- ARGV     now_ms, feed_maxlen, max_on_hand, dry_run (1: check only, write
 --          nothing but the expiry), change_count, then per change, in batch
 --          order: shard position in KEYS (1-based), index in the batch, kind
---          (1 adjust, 2 set, 3 safety), sku, node, value, version, event_id or
+--          (1 adjust, 2 set, 3 safety, 4 follow the node's default safety
+--          stock: creates no row), sku, node, value, version, event_id or
 --          '', node_known (0/1, from the engine's network copy)
--- Returns  {'OK', {{on_hand, reserved, committed, safety, version, applied,
+-- Returns  {'OK', {{on_hand, reserved, committed, safety (-1: the node's
+--          default), version, applied,
 --          duplicate}...}} one per change, each row as the whole batch left it;
 --          {'OK'} for a dry run that passed; or the first refusal, in batch order:
 --          {'UNKNOWN_NODE', index, node}; {'EVENT_MISMATCH', index, event_id};
@@ -67,10 +69,12 @@ for _ = 1, arg_num() do
     elseif kind == '3' then
       if value < 0 or value > max_on_hand then return {'SAFETY_RANGE', idx} end
       r.ss = value
+    elseif kind == '4' then
+      r.ss = -1
     else
       return {'UNKNOWN_KIND', idx, kind}
     end
-    if applied then r.create = true end
+    if applied and kind ~= '4' then r.create = true end
   end
   outcomes[#outcomes + 1] = {r, applied, duplicate}
 end
@@ -81,6 +85,7 @@ flush_rows(feedmax)
 local out = {}
 for i, o in ipairs(outcomes) do
   local r = o[1]
-  out[i] = {r.oh, r.rs, r.cm, r.ss, r.v, o[2] and 1 or 0, o[3] and 1 or 0}
+  -- (a row left missing, by SAFETY_DEFAULT, reads as zeros)
+  out[i] = {r.oh, r.rs, r.cm, r.exists and r.ss or 0, r.v, o[2] and 1 or 0, o[3] and 1 or 0}
 end
 return {'OK', out}
