@@ -172,12 +172,18 @@ async def test_availability_is_served_from_the_view_and_reads_this_process_write
         (level,) = await store.availability(["sku-b"], "web", None, False)
         assert level.atp == 1
     assert (await truth.availability(["sku-b"], "web", None, False))[0].atp == 1
-    # Once the feed caught up, the view answers again, with the hold in it.
-    await caught_up_after_now(store)
-    answered = store.view_availability_reads
-    (level,) = await store.availability(["sku-b"], "web", None, False)
-    assert level.atp == 1
-    assert store.view_availability_reads == answered + 1
+    # Once the feed caught up, the view answers again, with the hold in it. (On
+    # a loaded machine the view can go stale again before the read, and Redis
+    # answers that one: catch up and ask again.)
+    for _ in range(5):
+        await caught_up_after_now(store)
+        answered = store.view_availability_reads
+        (level,) = await store.availability(["sku-b"], "web", None, False)
+        assert level.atp == 1
+        if store.view_availability_reads == answered + 1:
+            break
+    else:
+        pytest.fail("the view never answered after catching up with the feed")
 
 
 async def test_a_channel_created_by_another_process_is_seen_with_its_counters(open_store: Opener) -> None:
