@@ -37,6 +37,7 @@ from test_grpc_promise import (
     to_hamburg,
 )
 from test_grpc_promise import upsert as upsert_inbound
+from test_metrics_call_sites import total
 
 from engine._proto.inventory.v1 import admin_service_pb2 as admin_pb
 from engine._proto.inventory.v1 import admin_service_pb2_grpc as admin_grpc
@@ -378,3 +379,26 @@ def test_availability_by_date_is_empty_without_supply_and_checks_its_input(clien
         inv_pb.GetAvailabilityRequest(skus=["bad sku"], channel="web", include_future=True),
     )
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_receipt_short_of_what_backorders_wait_for_is_not_counted_as_a_new_shortage(
+    client: Client, at: FakeClock, admin: admin_grpc.AdminServiceStub
+) -> None:
+    sku = fresh_sku()
+    upsert_inbound(client, inbound(f"{sku}/po-1", sku, "dc-1", 10, WED_10 + 5 * DAY))
+    assert client.inventory.Reserve(request([(sku, 6)])).lines[0].backorder
+
+    def receive(units: int) -> None:
+        client.supply.AdjustStock(
+            sup_pb.AdjustStockRequest(changes=[sup_pb.StockAdjustment(sku=sku, node="dc-1", delta=units)])
+        )
+
+    before = total("inventory_shortages_created_total")
+    receive(2)  # 2 of the 6 awaited are in: short by 4, which the order still covers
+    assert total("inventory_shortages_created_total") == before
+    assert shortages(admin, sku) == []
+    # The order is cut to nothing: what the next change leaves short is a shortage.
+    client.supply.DeleteInboundSupply(sup_pb.DeleteInboundSupplyRequest(ids=[f"{sku}/po-1"]))
+    receive(1)
+    assert total("inventory_shortages_created_total") == before + 1
+    assert shortages(admin, sku) == [("dc-1", 3)]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
@@ -444,9 +444,22 @@ def record_sold_out_fast_path(channel: str) -> None:
     _fast_path.get(channel).inc()
 
 
-def record_supply_changes(changes: Sequence[StockChange]) -> None:
-    """After a supply batch: count the applied changes that left their row short."""
-    created = sum(1 for change in changes if change.applied and change.level.shortage > 0)
+def record_supply_changes(
+    changes: Sequence[StockChange], expected: Mapping[tuple[str, str], int] | None = None
+) -> None:
+    """After a supply batch: count the applied changes that left their row short.
+
+    ``expected``: the inbound units expected per (SKU, node). A row whose
+    backorders wait for supply is short by design up to them (the audit's
+    rule, ``future_supply.uncovered_shortages``): only what goes beyond counts.
+    """
+    expected = expected or {}
+    created = sum(
+        1
+        for change in changes
+        if change.applied
+        and change.level.shortage > expected.get((change.level.sku, change.level.node), 0)
+    )
     if created:
         SHORTAGES_CREATED.inc(created)
 

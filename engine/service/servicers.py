@@ -36,7 +36,12 @@ from engine._proto.inventory.v1 import (
 )
 from engine.core.carriers import CarrierTable, default_carriers, parse_carriers
 from engine.core.errors import EngineError, FieldViolation, InvalidArgument, NotFound
-from engine.core.future_supply import phased_availability, validate_inbound_ids, validate_inbound_records
+from engine.core.future_supply import (
+    FutureSupply,
+    phased_availability,
+    validate_inbound_ids,
+    validate_inbound_records,
+)
 from engine.core.types import RankedSourcing, Reservation, SupplyOp
 from engine.core.validation import (
     validate_availability,
@@ -297,7 +302,10 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
             validate_supply(ops)
             check_deadline(context)
             changes = await self._store.apply_supply(ops)
-            metrics.record_supply_changes(changes)
+            short = {c.level.sku for c in changes if c.applied and c.level.shortage > 0}
+            # Rarely any: then whether inbound supply covers it (backorders) decides.
+            expected = FutureSupply(await self._store.inbound(sorted(short))).expected() if short else None
+            metrics.record_supply_changes(changes, expected)
             return convert.supply_pb(changes)
         except Exception as exc:
             await fail(context, exc)
