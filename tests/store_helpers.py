@@ -214,6 +214,31 @@ CALENDAR_NODE = Node(
 SEEDED_ROWS = (("sku-a", "dc1"), ("sku-a", "dc2"), ("sku-b", "dc1"))
 
 
+def cross_slot_skus(count: int) -> list[str]:
+    """``count`` SKU names whose rows live in different Redis Cluster slots
+    (under the default shard count, whatever the namespace: the slot of a shard
+    depends on the shard count only). Any store takes them; on the Cluster a
+    reservation of them spans slots."""
+    import dataclasses
+
+    from engine.config import RedisStoreConfig
+    from engine.store.redis.keys import KeySpace
+
+    [shards] = [f.default for f in dataclasses.fields(RedisStoreConfig) if f.name == "shards"]
+    keys = KeySpace("any", shards)
+    found: list[str] = []
+    slots: set[int] = set()
+    n = 0
+    while len(found) < count:
+        sku = f"xs-sku-{n}"
+        slot = keys.slots[keys.shard_of_sku(sku)]
+        if slot not in slots:
+            slots.add(slot)
+            found.append(sku)
+        n += 1
+    return found
+
+
 async def seed(store: Store) -> None:
     """Two DCs, a store, channels web (dcs) and pos (store); sku-a: 10 + 10, sku-b: 3."""
     for node in (Node("dc1", NodeType.DC, "DC one"), Node("dc2", NodeType.DC), Node("store1")):

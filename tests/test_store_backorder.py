@@ -494,6 +494,96 @@ async def test_across_slots_a_failing_backorder_line_rolls_back_the_other_slots(
 
 
 @pytest.mark.parametrize("store_kind", store_params("cluster"))
+async def test_across_slots_a_refused_fulfill_ships_no_line(make_store: StoreMaker, store_kind: str) -> None:
+    """A shelf line in one slot, a backordered line in another: Fulfill is
+    refused while the backordered units are not on hand, and the shelf line
+    does not ship either (every slot is checked before any slot ships)."""
+    store = redis_of(await make_store())
+    await seed(store)
+    shelf, back = skus_in_distinct_slots(store.keys, 2)
+    await store.apply_supply([adjust(shelf, "dc1", 5)])
+    await store.reserve(
+        req("mixed", (shelf, 2, "dc1"), (back, 3, "dc1"), sourcing=bo(None, None, backorder=(0, 10)))
+    )
+    committed = await store.commit("mixed")
+    assert [line.state for line in committed.lines] == [COMMITTED, COMMITTED]
+    feeds = [store.keys.feed(store.keys.shard_of_sku(sku)) for sku in (shelf, back)]
+    lengths = [await store.client.xlen(feed) for feed in feeds]
+    for lines in (None, [0, 1]):
+        with pytest.raises(StockRejected) as info:
+            await store.fulfill("mixed", lines)
+        assert info.value.reason == "NEGATIVE_ON_HAND"
+        assert counters(await store.stock(shelf, "dc1")) == (5, 0, 2, 0)
+        assert counters(await store.stock(back, "dc1")) == (0, 0, 3, 0)
+        assert await store.get_reservation("mixed") == committed
+        # Not even a passing change: no slot wrote a row.
+        assert [await store.client.xlen(feed) for feed in feeds] == lengths
+    assert await shortages(store) == [(back, "dc1", 3)]
+    # The shelf line alone ships; the whole order once its units arrive.
+    assert [line.state for line in (await store.fulfill("mixed", [0])).lines] == [FULFILLED, COMMITTED]
+    await store.apply_supply([adjust(back, "dc1", 3, "receipt-back")])
+    assert (await store.fulfill("mixed", None)).state == FULFILLED
+    assert counters(await store.stock(shelf, "dc1")) == (3, 0, 0, 0)
+    assert counters(await store.stock(back, "dc1")) == (0, 0, 0, 0)
+    assert await shortages(store) == []
+
+
+@pytest.mark.parametrize("store_kind", store_params("cluster"))
+async def test_across_slots_a_fulfill_refused_after_its_check_puts_back_what_it_shipped(
+    make_store: StoreMaker, store_kind: str
+) -> None:
+    """Every slot passed the check, then another process's recount leaves one
+    slot short before that slot ships: the slots that shipped meanwhile are put
+    back (lines COMMITTED, units on hand and committed again), so the refused
+    call has no effect in the end."""
+    store = redis_of(await make_store())
+    other = redis_of(await make_store())
+    await seed(store)
+    sku_x, sku_y = skus_in_distinct_slots(store.keys, 2)
+    await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
+    await store.reserve(req("r1", (sku_x, 2, "dc1"), (sku_y, 3, "dc1")))
+    committed = await store.commit("r1")
+    slot_x = store.keys.slots[store.keys.shard_of_sku(sku_x)]
+    steps: list[tuple[str, str]] = []
+
+    async def recount_before_x_ships(step: str, shard: int) -> None:
+        where = sku_x if store.keys.slots[shard] == slot_x else sku_y
+        steps.append((step, where))
+        if (step, where) == ("slot", sku_x):
+            await other.apply_supply([adjust(sku_x, "dc1", -4)])  # 1 left on hand
+
+    store.step_hook = recount_before_x_ships
+    with pytest.raises(StockRejected) as info:
+        await store.fulfill("r1", None)
+    store.step_hook = None
+    assert info.value.reason == "NEGATIVE_ON_HAND"
+    assert sorted(steps) == [
+        ("check", sku_x),
+        ("check", sku_y),
+        ("slot", sku_x),
+        ("slot", sku_y),
+        ("undo", sku_y),
+    ]
+    assert await store.get_reservation("r1") == committed
+    assert counters(await store.stock(sku_x, "dc1")) == (1, 0, 2, 0)
+    assert counters(await store.stock(sku_y, "dc1")) == (5, 0, 3, 0)
+    assert await shortages(store) == [(sku_x, "dc1", 1)]
+    # y's slot shipped and was put back: its feed says so, ending where it began.
+    feed = await store.client.xrange(store.keys.feed(store.keys.shard_of_sku(sku_y)))
+    assert [(f["oh"], f["cm"]) for _, f in feed if f["sku"] == sku_y][-3:] == [
+        ("5", "3"),
+        ("2", "0"),
+        ("5", "3"),
+    ]
+    # Undone lines ship again once the stock is there.
+    await store.apply_supply([adjust(sku_x, "dc1", 1)])
+    assert (await store.fulfill("r1", None)).state == FULFILLED
+    assert counters(await store.stock(sku_x, "dc1")) == (0, 0, 0, 0)
+    assert counters(await store.stock(sku_y, "dc1")) == (2, 0, 0, 0)
+    assert await shortages(store) == []
+
+
+@pytest.mark.parametrize("store_kind", store_params("cluster"))
 async def test_across_slots_a_crashed_attempts_new_row_is_started_afresh_on_retry(
     make_store: StoreMaker, store_kind: str
 ) -> None:

@@ -26,6 +26,7 @@ from store_helpers import (
     FakeClock,
     StoreMaker,
     adjust,
+    cross_slot_skus,
     expected_store_class,
     req,
     reserved_total,
@@ -211,6 +212,48 @@ async def test_failures_change_nothing(make_store: StoreMaker) -> None:
     assert await observe(store, ("kept", "too-much", "x", "bad-node", "not-eligible")) == before
     with pytest.raises(NotFound):
         await store.get_reservation("too-much")
+
+
+async def test_a_refused_fulfill_ships_no_line(make_store: StoreMaker) -> None:
+    """One line short of stock on hand refuses the whole Fulfill and ships no
+    other line, also when the lines live in different Redis Cluster slots (the
+    SKUs are chosen so); the refusal names the first short row in line order."""
+    store = await make_store()
+    await seed(store)
+    shelf, short = cross_slot_skus(2)
+    await store.apply_supply([adjust(shelf, "dc1", 5), adjust(short, "dc1", 5)])
+    await store.reserve(req("order", (shelf, 2, "dc1"), (short, 3, "dc1")))
+    await store.commit("order")
+    # A recount finds 1 of the order's 3 units of `short`: a shortage.
+    await store.apply_supply([SupplyOp(SupplyKind.SET, short, "dc1", 1, 1, None)])
+
+    async def everything() -> Any:
+        stock = [await store.stock(sku, "dc1") for sku in (shelf, short)]
+        return await observe(store, ("order",)), stock
+
+    before = await everything()
+    assert [line.state for line in before[0]["reservations"]["order"].lines] == [COMMITTED, COMMITTED]
+    for lines in (None, [0, 1], [1, 0]):
+        with pytest.raises(StockRejected) as info:
+            await store.fulfill("order", lines)
+        assert info.value.reason == "NEGATIVE_ON_HAND"
+        assert str(info.value) == f"cannot ship 3 of {short}@dc1: only 1 on hand"
+        assert await everything() == before  # nothing shipped, in any slot
+    # Both rows short: the first line's row is named, and still nothing ships.
+    await store.apply_supply([SupplyOp(SupplyKind.SET, shelf, "dc1", 0, 1, None)])
+    before = await everything()
+    with pytest.raises(StockRejected) as info:
+        await store.fulfill("order", None)
+    assert str(info.value) == f"cannot ship 2 of {shelf}@dc1: only 0 on hand"
+    assert await everything() == before
+    # The stock is back: the order ships whole.
+    await store.apply_supply([adjust(shelf, "dc1", 2), adjust(short, "dc1", 2)])
+    shipped = await store.fulfill("order", None)
+    assert [line.state for line in shipped.lines] == [FULFILLED, FULFILLED]
+    levels = [await store.stock(sku, "dc1") for sku in (shelf, short)]
+    assert [(level.on_hand, level.committed) for level in levels] == [(0, 0), (0, 0)]
+    report = await store.audit()
+    assert report.ok and not report.shortages
 
 
 async def test_idempotent_replays_return_the_stored_result_and_change_nothing(make_store: StoreMaker) -> None:

@@ -58,25 +58,54 @@ Commit, release, fulfill, extend across slots
 ---------------------------------------------
 1. **Read** every slot's sub-reservation (``get.lua``, which expires what is
    due), for the state of every line.
-2. **Apply** per slot, all concurrently: the same script as on one slot,
+2. **Check** (fulfill only): ``fulfill.lua`` as a dry run in every slot, all
+   concurrently, given the other slots' line states from step 1: it decides
+   exactly as in step 3, checks on_hand for the lines it would ship, and
+   writes nothing but the expiry (as supply.lua's dry run). If any slot
+   refuses, the refusal is raised and nothing changed: a decision on the whole
+   reservation first, else the NEGATIVE_ON_HAND of the first short row in line
+   order, the one the reference ledger names.
+3. **Apply** per slot, all concurrently: the same script as on one slot,
    given the states of the other slots' lines from step 1, so every slot
    makes the same decision the reference ledger would make for the whole
    reservation, and applies it to its own lines. Every step is idempotent
    per line (commit skips lines already committed, release lines already
    released, fulfill lines already shipped; extend sets the same expiry).
 
-If every slot refuses, nothing changed. A crash or Redis error between the
-slots of step 2 leaves some slots done and others not; the reservation then
-shows the mixed line states (e.g. some lines COMMITTED, others still HELD,
-and those expire by their TTL if nothing else happens), and retrying the same
-call completes it, because the aggregate state still permits it (a partly
-committed reservation is still HELD; a partly shipped one still COMMITTED).
-Two calls on the same reservation racing each other, or a hold expiring
-between the read and the apply, can interleave per slot (the lines of one slot
+Why only fulfill is checked first: commit, release and extend refuse only on
+the whole reservation's line states (the same, from step 1, in every slot)
+and on their arguments, so without a racing call every slot decides the same:
+all refuse, or none does. Fulfill also depends on each slot's own stock: a
+backordered line whose units have not arrived refuses in its slot while a
+shelf line in another slot could ship. A check pass would not close the
+windows the others have (a racing call can land between a check and the
+apply as well as between the read and the apply), so they keep two steps.
+
+Between the check and the apply another client can change the stock (a
+recount, an adjustment) or the reservation (a racing release), and a slot
+may then refuse in step 3 after other slots shipped. The apply is not made
+lenient (shipping anyway would drive on_hand negative, which is what the
+refusal guards against); instead the engine compensates: ``unfulfill.lua`` in
+every slot that shipped puts back exactly the lines this call shipped (the
+fulfill reply lists them; a line no longer FULFILLED is left alone), their
+units back in on_hand and committed, and then the refusal is raised, so the
+refused call has in the end changed nothing. Until the compensation lands a
+reader may see those lines FULFILLED, and the change feed carries both the
+shipment and its undoing (the only way a FULFILLED line becomes COMMITTED
+again). A Redis error in the compensation leaves what it could not put back
+shipped, as a crash would (below).
+
+If the check (or, for the others, every slot) refuses, nothing changed. A
+crash or Redis error between the slots of step 3 leaves some slots done and
+others not; the reservation then shows the mixed line states (e.g. some lines
+COMMITTED, others still HELD, and those expire by their TTL if nothing else
+happens), and retrying the same call completes it, because the aggregate
+state still permits it (a partly committed reservation is still HELD; a
+partly shipped one still COMMITTED; a fulfill retry is checked again and
+ships the rest once their stock is there). Two calls on the same reservation
+racing each other, or a hold expiring (by the sweeper's later clock) between
+the read and the apply, can interleave per slot (the lines of one slot
 committed, another's expired); single-slot reservations are linearizable.
-fulfill checks on_hand per slot: if one slot refuses NEGATIVE_ON_HAND while
-another shipped, the error is raised and the shipped lines stay shipped;
-correct the stock and retry to ship the rest.
 
 Supply batches across slots
 ---------------------------
@@ -103,12 +132,18 @@ from engine.store.redis.keys import KeySpace
 from engine.store.redis.plans import ReservationFacts, ReservePlan, ms, seconds
 from engine.store.redis.runner import Arg, ScriptRunner, unavailable
 
-__all__ = ["CrossSlot", "StepHook"]
+__all__ = ["DRY_RUN_OPS", "CrossSlot", "StepHook"]
 
 # Tests inject failures here: awaited before each step of a cross-slot
-# operation with the step's name ("slot", "finish") and its first shard; an
-# exception it raises propagates as if the process had crashed there.
+# operation with the step's name ("slot"; for fulfill also "check" and "undo";
+# "finish") and its first shard; an exception it raises propagates as if the
+# process had crashed there.
 StepHook = Callable[[str, int], Awaitable[None]]
+
+# The transition scripts whose last ARGV is dry_run (1: check only, write
+# nothing but the expiry): across slots they are checked in every slot before
+# any slot applies. The others need no check pass (see the module docstring).
+DRY_RUN_OPS = frozenset({"fulfill"})
 
 # A PENDING directory entry outlives its attempt's TTL by this much, then Redis drops it.
 ENTRY_MARGIN_MS = 3_600_000
@@ -313,26 +348,55 @@ class CrossSlot:
     ) -> Reservation:
         read = await self._read(rid, facts, groups, now)
         states = [[(line[0], line[4]) for sub in reply[1] for line in sub[2]] for reply in read]
+        # Each slot's script gets the states of the other slots' lines.
+        foreign: list[list[Arg]] = [
+            [arg for j, other in enumerate(states) if j != i for pair in other for arg in pair]
+            for i in range(len(groups))
+        ]
 
-        async def apply(i: int, shards: Sequence[int]) -> Any:
-            await self._step("slot", shards[0])
-            foreign: list[Arg] = []
-            for j, group_states in enumerate(states):
-                if j != i:
-                    for index, state in group_states:
-                        foreign += [index, state]
+        async def run(
+            script: str, step: str, shards: Sequence[int], others: list[Arg], more: Sequence[Arg]
+        ) -> Any:
+            await self._step(step, shards[0])
             return await self._runner.call(
-                op,
+                script,
                 self._xkeys(shards),
-                [ms(now), self._feedmax, rid, facts.lines, len(foreign) // 2, *foreign, *extra],
+                [ms(now), self._feedmax, rid, facts.lines, len(others) // 2, *others, *more],
             )
 
-        outcomes = _results(
-            await asyncio.gather(*(apply(i, g) for i, g in enumerate(groups)), return_exceptions=True)
-        )
-        for reply in outcomes:
-            if reply[0] != "OK":
-                raise replies.transition_error(rid, reply)
+        async def every_slot(step: str, more: Sequence[Arg]) -> list[Any]:
+            return _results(
+                await asyncio.gather(
+                    *(run(op, step, g, foreign[i], more) for i, g in enumerate(groups)),
+                    return_exceptions=True,
+                )
+            )
+
+        checked = op in DRY_RUN_OPS
+        if checked:
+            refusals = [reply for reply in await every_slot("check", [*extra, 1]) if reply[0] != "OK"]
+            if refusals:
+                raise replies.transition_error(rid, _first_refusal(refusals))
+        outcomes = await every_slot("slot", [*extra, 0] if checked else extra)
+        refusals = [reply for reply in outcomes if reply[0] != "OK"]
+        if refusals:
+            if op == "fulfill":
+                # Stock (or the reservation) changed between the check and
+                # here: put back what the other slots just shipped.
+                shipped = [
+                    (g, reply[2]) for g, reply in zip(groups, outcomes, strict=True) if reply[0] == "OK"
+                ]
+                _results(
+                    await asyncio.gather(
+                        *(
+                            run("unfulfill", "undo", g, [], [len(lines), *lines])
+                            for g, lines in shipped
+                            if lines
+                        ),
+                        return_exceptions=True,
+                    )
+                )
+            raise replies.transition_error(rid, _first_refusal(refusals))
         subs = [sub for reply in outcomes for sub in reply[1]]
         return replies.assemble_reservation(rid, facts.channel, facts.ttl_s, facts.allow_partial, subs)
 
@@ -372,6 +436,16 @@ class CrossSlot:
             for i, outcome in zip(indexes, reply[1], strict=True):
                 outcomes[i] = outcome
         return replies.stock_changes([(op.sku, op.node) for op in ops], outcomes)
+
+
+def _first_refusal(refusals: Sequence[Any]) -> Any:
+    """The refusal to raise among the slots': a decision on the whole
+    reservation (the same in every slot) first, else the NEGATIVE of the row
+    the reference ledger checks first (the lowest line index)."""
+    for reply in refusals:
+        if reply[0] != "NEGATIVE":
+            return reply
+    return min(refusals, key=lambda reply: int(reply[5]))
 
 
 def _results(outcomes: Sequence[Any]) -> list[Any]:

@@ -180,7 +180,7 @@ def transition_error(reservation_id: str, reply: Sequence[Any]) -> EngineError:
             (FieldViolation("line_indexes", f"{index} is not a line of reservation {reservation_id!r}"),),
         )
     if code == "NEGATIVE":
-        _, quantity, sku, node, on_hand = reply
+        _, quantity, sku, node, on_hand, _ = reply
         return StockRejected(
             f"cannot ship {quantity} of {sku}@{node}: only {on_hand} on hand", reason="NEGATIVE_ON_HAND"
         )

@@ -33,6 +33,7 @@ SCRIPT_NAMES = (
     "commit",
     "release",
     "fulfill",
+    "unfulfill",
     "extend",
     "get",
     "supply",

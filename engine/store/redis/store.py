@@ -64,7 +64,7 @@ from engine.store.clock import MonotonicClock
 from engine.store.redis import replies
 from engine.store.redis.audit import ShardAudit, build_report
 from engine.store.redis.connection import check_settings, make_client
-from engine.store.redis.crossslot import CrossSlot, StepHook
+from engine.store.redis.crossslot import DRY_RUN_OPS, CrossSlot, StepHook
 from engine.store.redis.feed import FeedFollower
 from engine.store.redis.keys import FORMAT_VERSION, KeySpace
 from engine.store.redis.network import NetworkCopy, encode_channel, encode_node
@@ -755,8 +755,10 @@ class RedisStore:
             finally:
                 self._wrote(facts.shards)
         [shards] = groups
+        # One script call: atomic, so a script with a dry run (fulfill) just applies.
+        apply = (0,) if op in DRY_RUN_OPS else ()
         reply = await runner.call(
-            op, self._xkeys(shards), [ms(now), self._feedmax, rid, facts.lines, 0, *extra]
+            op, self._xkeys(shards), [ms(now), self._feedmax, rid, facts.lines, 0, *extra, *apply]
         )
         # Every one of these scripts may write, "get" too: it expires what is due first.
         self._wrote(facts.shards)

@@ -1,24 +1,37 @@
 -- fulfill.lua: ship committed lines: their units leave on_hand and committed.
--- Refused (NEGATIVE_ON_HAND) when a row has fewer units on hand than it would
--- ship (a recount left a shortage): nothing is shipped then.
+-- Refused (NEGATIVE) when a row has fewer units on hand than it would ship (a
+-- recount left a shortage, or backordered units have not arrived): nothing is
+-- shipped then. On a Cluster the engine runs it as a dry run in every slot
+-- first and ships only if every slot passed (crossslot.py), undoing with
+-- unfulfill.lua what shipped if a slot refuses after all.
 --
 -- KEYS     as commit.lua
 -- ARGV     now_ms, feed_maxlen, rid, line_count, foreign_count, (index, state)*,
---          indexes_given (0: every committed line), index_count, indexes...
--- Returns  {'OK', {sub...}}; {'ILLEGAL', 'res', state, -1, 'committed'};
+--          indexes_given (0: every committed line), index_count, indexes...,
+--          dry_run (1: check only, write nothing but the expiry)
+-- Returns  {'OK', {sub...}, {index...}}: the sub-reservations, and the lines
+--          this call shipped (none for a replay); {'OK'} for a dry run that
+--          passed; {'ILLEGAL', 'res', state, -1, 'committed'};
 --          {'ILLEGAL', 'line', state, index, ''}; {'EMPTY_INDEXES'};
---          {'INDEX_RANGE', index}; {'NEGATIVE', quantity, sku, node, on_hand};
---          {'MISSING'}
+--          {'INDEX_RANGE', index}; {'NEGATIVE', quantity, sku, node, on_hand,
+--          index} (index: the first line shipping from the row, which is the
+--          first short one in line order); {'MISSING'}
 local feedmax = ARGV[2]
 argi = 2
 local res = open_reservation(feedmax)
 if not res then return {'MISSING'} end
 local indexes = read_indexes()
+local dry = arg()
 
 local selected
 if indexes == nil then
   local state = aggregate(res.states)
-  if state == FULFILLED then return ok_reply(res) end -- a replay
+  if state == FULFILLED then -- a replay
+    if dry == '1' then return {'OK'} end
+    local reply = ok_reply(res)
+    reply[3] = {}
+    return reply
+  end
   if state ~= COMMITTED then return {'ILLEGAL', 'res', state, -1, 'committed'} end
   selected = local_lines(res, {[COMMITTED] = true})
 else
@@ -32,7 +45,7 @@ else
 end
 
 -- Units shipped per row, in line order, checked against on_hand before any write.
-local shipping, order = {}, {}
+local shipping, first, order = {}, {}, {}
 for _, pair in ipairs(selected) do
   local l = pair[1]
   if l.state == COMMITTED then
@@ -40,6 +53,7 @@ for _, pair in ipairs(selected) do
       local r = row(pair[2].p, l.sku, a[1])
       if not shipping[r] then
         shipping[r] = 0
+        first[r] = l.idx
         order[#order + 1] = r
       end
       shipping[r] = shipping[r] + a[2]
@@ -47,10 +61,11 @@ for _, pair in ipairs(selected) do
   end
 end
 for _, r in ipairs(order) do
-  if r.oh < shipping[r] then return {'NEGATIVE', shipping[r], r.sku, r.node, r.oh} end
+  if r.oh < shipping[r] then return {'NEGATIVE', shipping[r], r.sku, r.node, r.oh, first[r]} end
 end
+if dry == '1' then return {'OK'} end
 
-local changed = {}
+local changed, shipped = {}, {}
 for _, pair in ipairs(selected) do
   local l = pair[1]
   if l.state == COMMITTED then
@@ -62,8 +77,11 @@ for _, pair in ipairs(selected) do
     end
     l.state = FULFILLED
     changed[#changed + 1] = pair
+    shipped[#shipped + 1] = l.idx
   end
 end
 save_changes(changed)
 flush_rows(feedmax)
-return ok_reply(res)
+local reply = ok_reply(res)
+reply[3] = shipped
+return reply
