@@ -12,9 +12,10 @@ from engine.core.allocation_rules import (
     AllocationRule,
     RuleKind,
     channel_allowance,
+    ruled_nodes,
 )
 from engine.core.errors import InvalidArgument
-from engine.core.types import Node, NodeType
+from engine.core.types import Channel, Node, NodeType
 
 IMPLS = {"pure": channel_allowance, "fast": fast_allocation.channel_allowance}
 
@@ -76,6 +77,35 @@ def test_policy_resolution_prefers_node_then_type_then_channel_wide():
     rows = [("store-1", 10, 0, 0, 0, 0), ("store-2", 2, 0, 0, 0, 0), ("dc-1", 10, 0, 0, 0, 5)]
     assert policy.channel_atp("web", nodes, rows) == {"store-1": 1}
     assert policy.channel_atp("pos", nodes, rows) == {"store-1": 10, "store-2": 2, "dc-1": 10}
+
+
+def test_ruled_nodes_are_the_channels_nodes_where_any_rule_applies():
+    """Where the channel takes no backorders: a node rule, a type rule or a
+    channel-wide rule, of any kind and value (a cap above any shelf too)."""
+    nodes = {
+        "dc1": Node("dc1", NodeType.DC),
+        "dc2": Node("dc2", NodeType.DC),
+        "s1": Node("s1", NodeType.STORE),
+        "s2": Node("s2", NodeType.STORE),
+    }
+    plain = Channel("web", ("dc1", "dc2", "s1", "s2"))
+    assert ruled_nodes(plain, nodes) == frozenset()
+    assert ruled_nodes(None, nodes) == frozenset()
+    by_node_and_type = Channel(
+        "callcenter",
+        ("dc1", "dc2", "s1", "s2"),
+        allocation_rules=(
+            AllocationRule(channel="callcenter", kind=RuleKind.CAP, value=10**9, node="dc1"),
+            AllocationRule(channel="callcenter", kind=RuleKind.PROTECT, value=0, node_type=NodeType.STORE),
+        ),
+    )
+    assert ruled_nodes(by_node_and_type, nodes) == {"dc1", "s1", "s2"}
+    everywhere = Channel(
+        "marketplace:x",
+        ("dc2", "s1"),
+        allocation_rules=(AllocationRule(channel="marketplace:x", kind=RuleKind.SHARE, value=100),),
+    )
+    assert ruled_nodes(everywhere, nodes) == {"dc2", "s1"}
 
 
 def test_bad_rules_are_listed_together():

@@ -15,6 +15,7 @@ from engine.core.future_supply import (
     FutureSupply,
     InboundKind,
     InboundSupply,
+    backorder_basis,
     decode_inbound,
     encode_inbound,
     page_of,
@@ -103,6 +104,28 @@ def test_availability_by_date_counts_supply_as_a_backorder_would():
     assert found.nodes["capped"].steps == ((-math.inf, 0),)
     assert found.total.steps == ((-math.inf, 2), (DAY, 8))
     assert found.supply_ids == {"dc": {DAY: ("p1",)}, "short": {DAY: ("p2",)}, "capped": {}}
+
+
+def test_every_row_at_a_node_with_a_rule_is_ruled_even_with_an_empty_shelf():
+    """The review's case: with nothing on the shelf the channel's ATP and the
+    raw ATP are both 0, so only the channel's rules can tell that it takes no
+    backorders at the node; a node whose channel ATP is below the raw ATP is
+    ruled whatever the caller passes."""
+    levels = [
+        SkuAvailability("A", 0, (node("capped", 0), node("free", 0), node("short", 1, 4))),
+        SkuAvailability("B", 0, (node("capped", 0, 2), node("free", 9, atp=4))),
+    ]
+    promised, ruled = backorder_basis(levels)
+    assert promised == {("A", "short"): 3, ("B", "capped"): 2}
+    assert ruled == {("B", "free")}
+    promised, ruled = backorder_basis(levels, frozenset({"capped", "short"}))
+    assert promised == {("A", "short"): 3, ("B", "capped"): 2}
+    assert ruled == {("A", "capped"), ("A", "short"), ("B", "capped"), ("B", "free")}
+    records = [po("p1", 100, DAY, node="capped"), po("p2", 5, DAY, node="free")]
+    (found,) = phased_availability(levels[:1], records, {"capped"})
+    assert found.nodes["capped"].steps == ((-math.inf, 0),)
+    assert found.nodes["free"].steps == ((-math.inf, 0), (DAY, 5))
+    assert found.supply_ids["capped"] == {}
 
 
 @given(

@@ -280,6 +280,71 @@ def test_many_shoppers_never_get_more_than_the_order_brings(
     assert shortages(admin, sku) == []
 
 
+def test_a_channel_with_a_rule_at_a_node_takes_no_backorders_there(
+    client: Client, at: FakeClock, admin: admin_grpc.AdminServiceStub
+) -> None:
+    """The review's case: the call center, capped at 5 units at dc-1, held 60
+    (and then 40 more) of a purchase order of 100 there once the shelf was
+    empty. Any allocation rule at a node now means no backorders there for
+    the channel (README, Backorders): Reserve refuses, Quote offers none, and
+    availability by date counts no supply there; at store-a, where it has no
+    rule, the channel still backorders."""
+    cap = net_pb.AllocationRule(kind=net_pb.ALLOCATION_RULE_KIND_CAP, value=5, node="dc-1")
+    client.network.UpsertChannel(
+        net_pb.UpsertChannelRequest(
+            channel=net_pb.Channel(
+                id="callcenter", nodes=["dc-1", "store-a"], allow_backorder=True, allocation_rules=[cap]
+            )
+        )
+    )
+    sku = fresh_sku()
+    monday = WED_10 + 5 * DAY
+    upsert_inbound(client, inbound(f"{sku}/po-1", sku, "dc-1", 100, monday))
+    for quantity in (60, 40, 5, 1):
+        details = failure(client.inventory.Reserve, request([(sku, quantity)], channel="callcenter"))
+        assert details.reason == "OUT_OF_STOCK", quantity
+    assert raw_atp(client, sku, "dc-1") == 0, "a refused reserve holds nothing"
+    assert shortages(admin, sku) == []
+    # Quote offers the call center no backorder; web, without a rule, gets one.
+    ship = {"destination": to_hamburg(), "service_levels": ["standard"], "allow_backorder": True}
+    (line,) = client.quote([(sku, 5)], "callcenter", **ship).lines
+    assert list(line.options) == []
+    (line,) = client.quote([(sku, 5)], **ship).lines
+    (option,) = line.options
+    assert option.backorder and [(a.node, a.source) for a in option.allocations] == [("dc-1", INBOUND)]
+    # Availability by date: no supply at dc-1 for the call center.
+    found = phased(client, sku, "callcenter")
+    assert found.atp == 0 and steps(found.future) == []
+    assert {n.node: steps(n.future) for n in found.nodes} == {"dc-1": [], "store-a": []}
+    assert steps(phased(client, sku).future) == [(monday, 100, [])]
+
+    # Shelf stock within the cap stays the channel's, as an ordinary hold;
+    # one unit more would need the order, which the rule's node does not give it.
+    shelf = client.sku_with(dc_1=3)
+    upsert_inbound(client, inbound(f"{shelf}/po-1", shelf, "dc-1", 100, monday))
+    assert failure(client.inventory.Reserve, request([(shelf, 4)], channel="callcenter")).reason == (
+        "OUT_OF_STOCK"
+    )
+    (line,) = client.quote([(shelf, 4)], "callcenter", **ship).lines
+    assert list(line.options) == []
+    assert steps(phased(client, shelf, "callcenter").future) == []
+    held = client.inventory.Reserve(request([(shelf, 3)], channel="callcenter"))
+    assert not held.lines[0].backorder
+    assert [(a.node, a.quantity, a.source) for a in held.lines[0].allocations] == [("dc-1", 3, STOCK)]
+    assert raw_atp(client, shelf, "dc-1") == 0
+
+    # store-a has no rule for the call center: a transfer there is promised.
+    upsert_inbound(
+        client, inbound(f"{sku}/tr-1", sku, "store-a", 2, WED_10 + 2 * DAY, kind=sup_pb.INBOUND_KIND_TRANSFER)
+    )
+    pickup = inv_pb.FulfillmentContext(method=PICKUP, pickup_store="store-a", allow_backorder=True)
+    res = client.inventory.Reserve(request([(sku, 2)], channel="callcenter", fulfillment=pickup))
+    (line,) = res.lines
+    assert line.backorder and [(a.node, a.source) for a in line.allocations] == [("store-a", INBOUND)]
+    assert raw_atp(client, sku, "store-a") == -2
+    assert shortages(admin, sku) == []
+
+
 # ---------------------------------------------------------------- availability by date
 
 
@@ -343,10 +408,10 @@ def test_availability_by_date_leaves_out_supply_already_promised(client: Client,
     assert steps(phased(client, sku).future) == [(arrives, 12, [])]
 
 
-def test_availability_by_date_skips_supply_where_the_channels_rules_keep_shelf_from_it(
+def test_availability_by_date_skips_supply_where_the_channel_has_a_rule(
     client: Client, at: FakeClock
 ) -> None:
-    """A channel capped at a node takes no backorders there (README, Backorders): no dates either."""
+    """A channel with a rule at a node takes no backorders there (README, Backorders): no dates either."""
     cap = net_pb.AllocationRule(kind=net_pb.ALLOCATION_RULE_KIND_CAP, value=2, node="dc-1")
     client.network.UpsertChannel(
         net_pb.UpsertChannelRequest(

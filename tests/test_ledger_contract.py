@@ -1207,8 +1207,9 @@ def test_a_reserve_that_fails_on_its_ttl_leaves_no_hold(net):
 # with a = on_hand - reserved - committed - safety - (this request's earlier
 # holds there) and w what the line could take as an ordinary line (the channel's
 # allowance, else a; never below 0), a line of q with allowance B > 0 at its one
-# node is held whole when q <= w, or when max(a, 0) <= w and q <= a + B, else
-# it gets nothing (its shortfall reports w).
+# node is held whole when q <= w, or when the channel has no allocation rule at
+# the node and q <= a + B, else it gets nothing (its shortfall reports w). A
+# channel with a rule at the node (any kind) takes no backorders there.
 
 
 def backorder_reserve(
@@ -1264,9 +1265,9 @@ def test_a_backorder_line_the_shelf_covers_is_an_ordinary_hold(net):
 
 
 def test_no_backorder_where_the_channel_rule_keeps_part_of_the_shelf_from_it(net):
-    """The SPEC's example: on_hand 10, a 50% share (w 5), q 7, B 100: the share
-    keeps 5 units from the channel (max(a, 0) = 10 > w = 5), so nothing is held;
-    the shortfall reports what the line could take as an ordinary one."""
+    """The SPEC's example: on_hand 10, a 50% share (w 5), q 7, B 100: the
+    channel has a rule at the node, so nothing is held; the shortfall reports
+    what the line could take as an ordinary one."""
     net.define_channel("app", ("dc1",), [(int(RuleKind.SHARE), 50)])
     receive(net, "sku", {"dc1": 10})
     before = snapshot(net)
@@ -1482,15 +1483,10 @@ def test_a_committed_backorder_line_ships_only_once_the_stock_arrives(net):
     assert net.audit(4.0) == []
 
 
-@pytest.mark.parametrize(
-    "rule",
-    [None, (int(RuleKind.CAP), 100), (int(RuleKind.SHARE), 100), (int(RuleKind.PROTECT), 0)],
-    ids=["tracked-without-rules", "cap", "share", "protect-nothing"],
-)
-def test_a_tracked_channel_counts_its_backorder_holds(net, rule):
-    """Rules that keep none of the shelf from the channel let it backorder; its
+def test_a_tracked_channel_counts_its_backorder_holds(net):
+    """A channel tracked without rules backorders as any other; its
     channel_used counts the holds (at a new row too) and audit() stays clean."""
-    net.define_channel("app", ("dc1", "dc2"), None if rule is None else [rule, rule], track_usage=True)
+    net.define_channel("app", ("dc1", "dc2"), None, track_usage=True)
     receive(net, "sku", {"dc1": 3})
     lines = [("sku", 5, "dc1"), ("sku", 2, "dc2")]
     assert backorder_reserve(net, "r", lines, [10, 4], channel="app") == HELD
@@ -1509,6 +1505,85 @@ def test_a_tracked_channel_counts_its_backorder_holds(net, rule):
         other.load_state(json.loads(json.dumps(net.export_state())))
         assert other.channel_usage("sku", "dc1") == {"app": 5}
         assert other.audit(2.0) == []
+
+
+RULES_AT_A_NODE = [
+    (int(RuleKind.CAP), 5),
+    (int(RuleKind.SHARE), 30),
+    (int(RuleKind.PROTECT), 2),
+    # Rules that would leave the channel the whole shelf: still rules.
+    (int(RuleKind.CAP), 1000),
+    (int(RuleKind.SHARE), 100),
+    (int(RuleKind.PROTECT), 0),
+]
+RULE_IDS = ["cap-5", "share-30", "protect-2", "cap-1000", "share-100", "protect-0"]
+
+
+@pytest.mark.parametrize("rule", RULES_AT_A_NODE, ids=RULE_IDS)
+def test_a_channel_with_a_rule_at_a_node_takes_no_backorders_there(net, rule):
+    """The review's case: the call center capped at 5 at dc1 held 100 units
+    on a purchase order once the shelf was empty (ATP 0 made the allowance
+    and the raw ATP both 0, so the rule limited nothing). Any rule at the
+    node now means no backorders there; at dc2, without a rule, the channel
+    still backorders."""
+    none = (int(RuleKind.NONE), 0)
+    net.define_channel("callcenter", ("dc1", "dc2"), [rule, none])
+    # No row at dc1 yet (a hold would start it), then an empty shelf.
+    for sku in ("new", "empty"):
+        if sku == "empty":
+            receive(net, sku, {"dc1": 5})
+            net.reserve("emptied", "web", [(sku, 5, "dc1")], 60.0, False, 0.0)
+            assert net.stock(sku, "dc1").atp == 0
+        before = snapshot(net)
+        error = assert_unchanged(
+            net,
+            before,
+            lambda sku=sku: backorder_reserve(
+                net, f"bo-{sku}", [(sku, 100, "dc1")], [100], channel="callcenter"
+            ),
+            OutOfStock,
+            "OUT_OF_STOCK",
+        )
+        assert error.shortfalls == (Shortfall(0, sku, 100, 0),)
+        # One unit is refused too, even with allow_partial (a backorder line
+        # is never held in part, and there is no other line).
+        assert_unchanged(
+            net,
+            before,
+            lambda sku=sku: backorder_reserve(
+                net, f"one-{sku}", [(sku, 1, "dc1")], [100], channel="callcenter", allow_partial=True
+            ),
+            OutOfStock,
+            "OUT_OF_STOCK",
+        )
+        assert net.channel_usage(sku, "dc1") == {}
+    # Where the channel has no rule, it backorders as before.
+    assert backorder_reserve(net, "dc2", [("new", 4, "dc2")], [4], channel="callcenter") == HELD
+    assert net.stock("new", "dc2").atp == -4
+    assert net.audit(0.0) == []
+
+
+@pytest.mark.parametrize("rule", RULES_AT_A_NODE, ids=RULE_IDS)
+def test_a_ruled_channel_holds_a_backorder_line_within_its_allowance_from_the_shelf(net, rule):
+    """A backorder line the allowance covers is an ordinary hold (never below
+    zero); beyond it, the supply does not help, however much is expected."""
+    net.define_channel("callcenter", ("dc1",), [rule])
+    receive(net, "sku", {"dc1": 10})
+    w = channel_atp(net, "sku", "callcenter")
+    assert 0 < w <= 10
+    before = snapshot(net)
+    error = assert_unchanged(
+        net,
+        before,
+        lambda: backorder_reserve(net, "over", [("sku", w + 1, "dc1")], [1000], channel="callcenter"),
+        OutOfStock,
+        "OUT_OF_STOCK",
+    )
+    assert error.shortfalls == (Shortfall(0, "sku", w + 1, w),)
+    assert backorder_reserve(net, "within", [("sku", w, "dc1")], [1000], channel="callcenter") == HELD
+    assert net.stock("sku", "dc1").atp == 10 - w >= 0
+    assert net.channel_usage("sku", "dc1") == {"callcenter": w}
+    assert net.audit(0.0) == []
 
 
 def test_a_cap_the_shelf_would_exceed_refuses_the_backorder(net):

@@ -222,17 +222,70 @@ async def test_channel_allocation_rules_decide_whether_a_channel_may_backorder(
     # dc2 has no rule for web: a backorder there starts the row.
     held = await store.reserve(req("w4", ("bo-3", 3), sourcing=bo(("dc2",), backorder=(3,))))
     assert allocations(held) == [[("dc2", 3)]]
-    # A rule that keeps nothing from the channel (a cap above the shelf) lets it backorder.
+    # Even a rule that keeps nothing of the shelf from the channel (a cap
+    # above it) means no backorders at its node: the shelf only.
     cap = AllocationRule(channel="app", kind=RuleKind.CAP, value=100, node="dc1")
     await store.upsert_channel(Channel("app", ("dc1", "dc2"), allocation_rules=(cap,)))
     await store.apply_supply([adjust("bo-4", "dc1", 2)])
+    with pytest.raises(OutOfStock) as info:
+        await store.reserve(
+            ReserveRequest(
+                "a1", "app", (LineRequest("bo-4", 5),), 600.0, sourcing=bo(("dc1",), backorder=(3,))
+            )
+        )
+    assert short(info.value) == [(0, "bo-4", 5, 2)]
     app = await store.reserve(
-        ReserveRequest("a1", "app", (LineRequest("bo-4", 5),), 600.0, sourcing=bo(("dc1",), backorder=(3,)))
+        ReserveRequest("a2", "app", (LineRequest("bo-4", 2),), 600.0, sourcing=bo(("dc1",), backorder=(3,)))
     )
-    assert allocations(app) == [[("dc1", 5)]]
-    assert (await store.stock("bo-4", "dc1")).atp == -3
+    assert allocations(app) == [[("dc1", 2)]]
+    assert (await store.stock("bo-4", "dc1")).atp == 0
     # channel_used counts the holds (the audit checks it against the lines).
-    assert await shortages(store) == [("bo-3", "dc2", 3), ("bo-4", "dc1", 3)]
+    assert await shortages(store) == [("bo-3", "dc2", 3)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [(RuleKind.CAP, 5), (RuleKind.SHARE, 30), (RuleKind.PROTECT, 2), (RuleKind.CAP, 1000)],
+    ids=["cap-5", "share-30", "protect-2", "cap-1000"],
+)
+async def test_a_channel_with_a_rule_at_a_node_takes_no_backorders_there(
+    make_store: StoreMaker, kind: RuleKind, value: int
+) -> None:
+    """The review's case: the call center, capped at 5 at dc1, held 100 units
+    on a purchase order there once the shelf was empty. Any rule at the node
+    now refuses a backorder the allowance does not cover, at an empty row and
+    at a row not started yet; the rule-less node still takes backorders."""
+    store = await make_store()
+    await seed(store)
+    rule = AllocationRule(channel="callcenter", kind=kind, value=value, node="dc1")
+    await store.upsert_channel(Channel("callcenter", ("dc1", "dc2"), allocation_rules=(rule,)))
+    # bo-5: the shelf at dc1 sold out (web took it); bo-6: no row at dc1 at all.
+    await store.apply_supply([adjust("bo-5", "dc1", 5)])
+    await store.reserve(req("web-took-it", ("bo-5", 5, "dc1")))
+    rows = (await store.audit()).rows
+
+    def callcenter(rid: str, sku: str, quantity: int, node: str, units: int) -> ReserveRequest:
+        return ReserveRequest(
+            rid, "callcenter", (LineRequest(sku, quantity),), 600.0, sourcing=bo((node,), backorder=(units,))
+        )
+
+    for sku in ("bo-5", "bo-6"):
+        before = await store.stock(sku, "dc1")
+        for rid, quantity in ((f"{sku}-100", 100), (f"{sku}-1", 1)):
+            with pytest.raises(OutOfStock) as info:
+                await store.reserve(callcenter(rid, sku, quantity, "dc1", 100))
+            assert short(info.value) == [(0, sku, quantity, 0)]
+            with pytest.raises(NotFound):
+                await store.get_reservation(rid)
+        assert await store.stock(sku, "dc1") == before
+    assert (await store.audit()).rows == rows
+    [avail] = await store.availability(["bo-5"], "callcenter", None, True)
+    assert [(n.node, n.atp) for n in avail.nodes] == [("dc1", 0), ("dc2", 0)]
+    # dc2 has no rule for the call center: a backorder there is held.
+    held = await store.reserve(callcenter("dc2", "bo-6", 4, "dc2", 4))
+    assert allocations(held) == [[("dc2", 4)]]
+    assert (await store.stock("bo-6", "dc2")).atp == -4
+    assert await shortages(store) == [("bo-6", "dc2", 4)]
 
 
 # ============================================================ all or nothing

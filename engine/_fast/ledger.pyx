@@ -1867,22 +1867,26 @@ cdef class FastLedger:
         the row is created only once the request has passed every check
         (``_create_pending_rows``), so a refused request leaves no row behind.
         ``units`` stays a Python int: the comparison with ``a + units`` is
-        exact whatever the caller passed.
+        exact whatever the caller passed. A channel with a rule at the node
+        (any kind) takes no backorders there: its line is held only if ``w``
+        covers it, as an ordinary line.
         """
         cdef int64_t r, a, w, t = 0
         cdef int32_t node
         cdef Row* row
         cdef AllocRec* al
+        cdef bint ruled
         allocated[0] = 0
         if count == 0:
             return 0
         node = candidates[0]
+        ruled = rules != NULL and rules[node].kind != RK_NONE
         r = self._find_key(pl.sku, pl.hash, pl.key, node, fastledger_row_hkey(pl.hash, node))
         key = None
         if r >= 0:
             row = self._row(r)
             a = row.on_hand - row.reserved - row.committed - row.safety
-            if rules != NULL and rules[node].kind != RK_NONE:
+            if ruled:
                 w = channel_allowance_c(row.on_hand, row.reserved, row.committed, row.safety,
                                         rules[node].kind, rules[node].value, self._use_get(r, ch))
             else:
@@ -1894,7 +1898,7 @@ cdef class FastLedger:
             w = 0  # the allowance of a row with no ATP, under any rule or none
         if w < 0:
             w = 0
-        if not (quantity <= w or ((a if a > 0 else 0) <= w and quantity <= a + units)):
+        if not (quantity <= w or (not ruled and quantity <= a + units)):
             allocated[0] = w
             return 0
         if r >= 0 and ch >= 0:

@@ -60,6 +60,7 @@ __all__ = [
     "encode_rules",
     "resolve_channel_rules",
     "rule_violations",
+    "ruled_nodes",
 ]
 
 MAX_UNITS = 1_000_000_000_000
@@ -240,6 +241,23 @@ def resolve_channel_rules(channel: Channel, nodes: Mapping[str, Node]) -> list[t
         rule = policy.rule_at(channel.id, node_id, node.type if node is not None else None)
         out.append((int(rule.kind), int(rule.value)) if rule is not None else (int(RuleKind.NONE), 0))
     return out
+
+
+def ruled_nodes(channel: Channel | None, nodes: Mapping[str, Node]) -> frozenset[str]:
+    """The eligible nodes of ``channel`` where one of its allocation rules
+    applies (any kind), resolved as :func:`resolve_channel_rules` resolves
+    them. The channel takes no backorders there (the ledgers hold its lines at
+    such a node from its allowance only), so the promiser counts no inbound
+    supply there for it either. Empty for no channel or one without rules.
+    """
+    if channel is None:
+        return frozenset()
+    resolved = resolve_channel_rules(channel, nodes)
+    if resolved is None:
+        return frozenset()
+    return frozenset(
+        node for node, (kind, _) in zip(channel.nodes, resolved, strict=True) if kind != RuleKind.NONE
+    )
 
 
 def encode_rules(rules: Iterable[AllocationRule]) -> list[dict[str, object]]:

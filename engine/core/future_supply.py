@@ -19,7 +19,7 @@ import json
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -140,6 +140,7 @@ def time_phased_atp(
 
 def backorder_basis(
     levels: Iterable[SkuAvailability],
+    ruled_nodes: Collection[str] = (),
 ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
     """From a channel's per-node availability: the units per (SKU, node) already
     promised beyond the shelf, and the (SKU, node)s whose supply it cannot count on.
@@ -147,18 +148,23 @@ def backorder_basis(
     A backorder hold takes the shelf's ATP first, then counts on supply
     (engine/core/ledger.py, ``reserve``), so backorders held at a node leave
     its raw ATP below zero by the units they wait for: those are promised. A
-    node whose allocation rules keep part of its shelf from the channel (its
-    ATP there is below the raw ATP) takes no backorders from it.
+    channel with an allocation rule at a node (any kind) takes no backorders
+    there, however much of the shelf the rule leaves it: ``ruled_nodes`` are
+    those nodes (``allocation_rules.ruled_nodes``), every SKU's row there is
+    ruled. The ATP cannot tell them all (with an empty shelf the channel's
+    ATP and the raw ATP are both 0), but a node whose channel ATP is below
+    the raw ATP is ruled too, whatever ``ruled_nodes`` says (a rule the
+    caller's copy of the channel may not know of yet).
     """
     promised: dict[tuple[str, str], int] = {}
     ruled: set[tuple[str, str]] = set()
     for level in levels:
         for n in level.nodes:
             raw = n.on_hand - n.reserved - n.committed - n.safety_stock
+            if n.node in ruled_nodes or (raw >= 0 and n.atp < raw):
+                ruled.add((level.sku, n.node))
             if raw < 0:
                 promised[(level.sku, n.node)] = -raw
-            elif n.atp < raw:
-                ruled.add((level.sku, n.node))
     return promised, ruled
 
 
@@ -174,7 +180,9 @@ class PhasedAvailability:
 
 
 def phased_availability(
-    levels: Sequence[SkuAvailability], inbound: Iterable[InboundSupply]
+    levels: Sequence[SkuAvailability],
+    inbound: Iterable[InboundSupply],
+    ruled_nodes: Collection[str] = (),
 ) -> list[PhasedAvailability]:
     """Time-phased ATP of each SKU as the answer's channel could promise it.
 
@@ -182,10 +190,10 @@ def phased_availability(
     node starts from the ATP shown there, then gains its inbound records from
     their ETAs on, less the units already promised against them, exactly as
     Quote and a backorder Reserve count supply (``backorder_basis``). Supply
-    at nodes outside the answer, or where the channel's rules keep part of
-    the shelf from it, does not count.
+    at nodes outside the answer, or at ``ruled_nodes`` (where the channel has
+    an allocation rule, so takes no backorders), does not count.
     """
-    promised, ruled = backorder_basis(levels)
+    promised, ruled = backorder_basis(levels, ruled_nodes)
     by_key: dict[tuple[str, str], list[InboundSupply]] = {}
     for record in inbound:
         by_key.setdefault((record.sku, record.node), []).append(record)

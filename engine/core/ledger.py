@@ -1155,11 +1155,15 @@ class PureLedger:
         took there (``taken``), and ``w`` what an ordinary line could take
         (the channel's allowance where it has a rule there, else ``a``; never
         below 0), the line is held when ``w`` covers it, or else when the
-        channel's rule keeps none of the shelf from it (``max(a, 0) <= w``) and
-        the shelf plus the supply not yet spoken for covers it
-        (``quantity <= a + units``): then the row's ATP ends at no less than
-        ``-units``. A missing row counts as all zeros but for its node's default
-        safety stock (it is created by the hold, following that default).
+        channel has no allocation rule at the node and the shelf plus the
+        supply not yet spoken for covers it (``quantity <= a + units``): then
+        the row's ATP ends at no less than ``-units``. A channel with a rule at
+        the node (any kind: SHARE, CAP, PROTECT) takes no backorders there: its
+        line is held only as an ordinary one (``quantity <= w``), since the
+        rule bounds what it may take of the shelf and says nothing of the
+        supply (a cap of 5 must not hold 100 units on a purchase order). A
+        missing row counts as all zeros but for its node's default safety
+        stock (it is created by the hold, following that default).
         """
         if not nodes:
             return [], 0
@@ -1177,11 +1181,13 @@ class PureLedger:
         if rule is not None:
             # ``t`` counts as the channel's, exactly as in ``_source``.
             used = self._used.get((sku, node, channel), 0) + t
-            w = channel_allowance(on_hand, reserved + t, committed, safety, rule[0], rule[1], used)
+            w = max(channel_allowance(on_hand, reserved + t, committed, safety, rule[0], rule[1], used), 0)
+            # A ruled channel takes no backorders here: an ordinary line only.
+            held = quantity <= w
         else:
-            w = a
-        w = max(w, 0)
-        if quantity <= w or (max(a, 0) <= w and quantity <= a + units):
+            w = max(a, 0)
+            held = quantity <= w or quantity <= a + units
+        if held:
             return [(node, quantity)], quantity
         return [], w
 

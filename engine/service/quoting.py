@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.core.allocation_rules import ruled_nodes as channel_ruled_nodes
 from engine.core.capacity import capacity_days
 from engine.core.carriers import CarrierTable, parse_carriers
 from engine.core.errors import FieldViolation, InvalidArgument, NotAllowed, UnknownChannel, UnknownNode
@@ -65,7 +66,7 @@ class StoreAisle:
 class _Compiled:
     """One version of the network, compiled, with its channels."""
 
-    __slots__ = ("carriers_version", "channels", "nodes", "promiser", "with_capacity")
+    __slots__ = ("_ruled", "carriers_version", "channels", "nodes", "promiser", "with_capacity")
 
     def __init__(
         self,
@@ -80,6 +81,16 @@ class _Compiled:
         self.carriers_version = carriers_version  # the store's CarrierRecord.version compiled in
         # Nodes whose daily capacity a quote must check (usually none).
         self.with_capacity = tuple(n.id for n in nodes if n.daily_capacity is not None)
+        self._ruled: dict[str, frozenset[str]] = {}
+
+    def ruled_nodes(self, channel: str) -> frozenset[str]:
+        """The channel's nodes where one of its allocation rules applies: it
+        takes no backorders there (``allocation_rules.ruled_nodes``)."""
+        found = self._ruled.get(channel)
+        if found is None:
+            by_id = {n.id: n for n in self.nodes}
+            found = self._ruled[channel] = channel_ruled_nodes(self.channels.get(channel), by_id)
+        return found
 
 
 class StorePromiser:
@@ -120,7 +131,7 @@ class StorePromiser:
             atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
             return compiled.promiser.quote(request, eligible=eligible, atp=atp, full=full)
         _check_backorders(compiled, channel)
-        results, future, promised = await self._stock_and_supply(skus, channel)
+        results, future, promised = await self._stock_and_supply(skus, channel, compiled.ruled_nodes(channel))
         atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
         return compiled.promiser.quote(
             request, eligible=eligible, atp=atp, future=future, promised=promised, full=full
@@ -150,7 +161,9 @@ class StorePromiser:
         future: FutureSupply | None = None
         promised: dict[tuple[str, str], int] | None = None
         if skus and fulfillment.allow_backorder:
-            results, future, promised = await self._stock_and_supply(skus, channel)
+            results, future, promised = await self._stock_and_supply(
+                skus, channel, compiled.ruled_nodes(channel)
+            )
             atp = {r.sku: {n.node: n.atp for n in r.nodes} for r in results}
         elif skus:
             results = await self._store.availability(skus, channel, None, True)
@@ -161,18 +174,26 @@ class StorePromiser:
             lines, fulfillment, eligible=eligible, atp=atp, full=full, future=future, promised=promised
         )
 
+    async def ruled_nodes(self, channel: str) -> frozenset[str]:
+        """The channel's nodes where one of its allocation rules applies, from
+        the store's network: it takes no backorders there, so its availability
+        by date counts no supply there (GetAvailability ``include_future``)."""
+        return (await self._network()).ruled_nodes(channel)
+
     async def _stock_and_supply(
-        self, skus: Sequence[str], channel: str
+        self, skus: Sequence[str], channel: str, ruled_at: frozenset[str]
     ) -> tuple[list[SkuAvailability], FutureSupply, dict[tuple[str, str], int]]:
         """The channel's stock of the SKUs and the inbound supply it may take
         backorders on, read concurrently (on Redis, in one pipeline), and the
         units per (SKU, node) already promised beyond the shelf
-        (``future_supply.backorder_basis``).
+        (``future_supply.backorder_basis``). ``ruled_at``: the channel's
+        nodes with an allocation rule, whose supply it may not count on (the
+        ledgers hold no backorder of it there).
         """
         results, records = await asyncio.gather(
             self._store.availability(skus, channel, None, True), self._store.inbound(skus)
         )
-        promised, ruled = backorder_basis(results)
+        promised, ruled = backorder_basis(results, ruled_at)
         future = FutureSupply(rec for rec in records if (rec.sku, rec.node) not in ruled)
         return results, future, promised
 

@@ -239,8 +239,11 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             results, records = await asyncio.gather(
                 self._store.availability(skus, channel, nodes or None, True), self._store.inbound(skus)
             )
+            # Supply at the nodes where the channel has an allocation rule does
+            # not count: it takes no backorders there (as Quote and Reserve).
+            ruled = await self._promiser.ruled_nodes(channel) if channel is not None else frozenset()
             return convert.availability_pb(
-                results, phased_availability(results, records), include_nodes=request.include_nodes
+                results, phased_availability(results, records, ruled), include_nodes=request.include_nodes
             )
         except Exception as exc:
             await fail(context, exc)

@@ -510,10 +510,11 @@ end
 -- there or not at all. With `a` the row's raw ATP less what this request took
 -- there, and `w` what an ordinary line could take (the channel's allowance
 -- where it has a rule, else `a`; never below 0), the line is held when `w`
--- covers it, or when the rule keeps none of the shelf from the channel
--- (max(a, 0) <= w) and the shelf plus the supply not yet spoken for covers it
--- (qty <= a + units): the row's ATP then ends at no less than -units. A
--- missing row reads as zeros but for its node's default safety stock (the
+-- covers it, or when the channel has no rule at the node and the shelf plus
+-- the supply not yet spoken for covers it (qty <= a + units): the row's ATP
+-- then ends at no less than -units. A channel with a rule at the node (any
+-- kind) takes no backorders there: its line is held only as an ordinary one
+-- (qty <= w). A missing row reads as zeros but for its node's default safety stock (the
 -- hold starts it, following that default). `candidates` is the one
 -- node, or empty when the line's one candidate is not usable (it gets nothing).
 -- Returns the allocation ({} or {{node, qty, row}}) and the figure a shortfall
@@ -531,7 +532,8 @@ local function source_backorder(p, sku, qty, candidates, units, taken, rules, ch
     w = allowance(r.oh, r.rs + t, r.cm, eff_ss(r), rule[1], rule[2], row_used(r, ch) + t)
   end
   if w < 0 then w = 0 end
-  if qty <= w or (math.max(a, 0) <= w and qty <= a + units) then
+  -- A ruled channel takes no backorders at the node: an ordinary line only.
+  if qty <= w or (not rule and qty <= a + units) then
     return {{node, qty, r}}, qty
   end
   return {}, w
