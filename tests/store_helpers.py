@@ -17,6 +17,7 @@ that need it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from engine.config import EmbeddedStoreConfig
+from engine.config import EmbeddedStoreConfig, RedisStoreConfig
 from engine.core.types import (
     Capability,
     Channel,
@@ -39,6 +40,7 @@ from engine.core.types import (
 )
 from engine.store.base import Store
 from engine.store.embedded import EmbeddedStore
+from engine.store.redis.keys import KeySpace
 
 STORE_KINDS = ("embedded-fast", "embedded-pure", "redis", "cluster")
 REDIS_KINDS = frozenset({"redis", "cluster"})
@@ -214,29 +216,31 @@ CALENDAR_NODE = Node(
 SEEDED_ROWS = (("sku-a", "dc1"), ("sku-a", "dc2"), ("sku-b", "dc1"))
 
 
-def cross_slot_skus(count: int) -> list[str]:
-    """``count`` SKU names whose rows live in different Redis Cluster slots
-    (under the default shard count, whatever the namespace: the slot of a shard
-    depends on the shard count only). Any store takes them; on the Cluster a
-    reservation of them spans slots."""
-    import dataclasses
-
-    from engine.config import RedisStoreConfig
-    from engine.store.redis.keys import KeySpace
-
-    [shards] = [f.default for f in dataclasses.fields(RedisStoreConfig) if f.name == "shards"]
-    keys = KeySpace("any", shards)
+def skus_in_distinct_slots(
+    keys: KeySpace, count: int, *, avoid_slot: int | None = None, prefix: str = "sku-"
+) -> list[str]:
+    """``count`` SKU names (``prefix`` + a number) whose rows live in different
+    Redis Cluster slots under ``keys``, none in ``avoid_slot``."""
     found: list[str] = []
-    slots: set[int] = set()
+    slots: set[int] = {avoid_slot} if avoid_slot is not None else set()
     n = 0
     while len(found) < count:
-        sku = f"xs-sku-{n}"
+        sku = f"{prefix}{n}"
         slot = keys.slots[keys.shard_of_sku(sku)]
         if slot not in slots:
             slots.add(slot)
             found.append(sku)
         n += 1
     return found
+
+
+def cross_slot_skus(count: int) -> list[str]:
+    """``count`` SKU names whose rows live in different Redis Cluster slots
+    (under the default shard count, whatever the namespace: the slot of a shard
+    depends on the shard count only). Any store takes them; on the Cluster a
+    reservation of them spans slots."""
+    [shards] = [f.default for f in dataclasses.fields(RedisStoreConfig) if f.name == "shards"]
+    return skus_in_distinct_slots(KeySpace("any", shards), count, prefix="xs-sku-")
 
 
 async def seed(store: Store) -> None:

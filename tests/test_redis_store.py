@@ -36,6 +36,7 @@ from store_helpers import (
     crash_at_step,
     req,
     seed,
+    skus_in_distinct_slots,
     unique_namespace,
 )
 
@@ -45,7 +46,7 @@ from engine.core.future_supply import InboundSupply, encode_inbound
 from engine.core.types import Channel, Node, NodeType, ReservationState, SupplyKind, SupplyOp
 from engine.redis_launcher import RedisServer
 from engine.store.redis import NamespaceMismatch, RedisStore
-from engine.store.redis.keys import CLUSTER_SLOTS, FORMAT_VERSION, KeySpace, key_slot, shard_tags
+from engine.store.redis.keys import CLUSTER_SLOTS, FORMAT_VERSION, key_slot, shard_tags
 from engine.store.redis.scripts import SCRIPT_NAMES, load_scripts
 
 HELD = ReservationState.HELD
@@ -124,19 +125,6 @@ async def no_oversell(store: RedisStore, rows: list[tuple[str, str]]) -> None:
         assert row["rs"] >= 0 and row["cm"] >= 0, row
         assert row["rs"] + row["cm"] <= row["oh"], (sku, node, row)
 
-
-def skus_in_distinct_slots(keys: KeySpace, count: int, avoid_slot: int | None = None) -> list[str]:
-    found: list[str] = []
-    slots: set[int] = {avoid_slot} if avoid_slot is not None else set()
-    n = 0
-    while len(found) < count:
-        sku = f"sku-{n}"
-        slot = keys.slots[keys.shard_of_sku(sku)]
-        if slot not in slots:
-            slots.add(slot)
-            found.append(sku)
-        n += 1
-    return found
 
 
 async def take_sweeper_lease(store: RedisStore, owner: str = "another-process", px: int = 3_600_000) -> None:

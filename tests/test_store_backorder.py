@@ -13,7 +13,18 @@ import asyncio
 import time
 
 import pytest
-from store_helpers import T0, Crash, FakeClock, StoreMaker, adjust, crash_at_step, req, seed, store_params
+from store_helpers import (
+    T0,
+    Crash,
+    FakeClock,
+    StoreMaker,
+    adjust,
+    crash_at_step,
+    req,
+    seed,
+    skus_in_distinct_slots,
+    store_params,
+)
 
 from engine.core.allocation_rules import AllocationRule, RuleKind
 from engine.core.errors import IdempotencyMismatch, InvalidArgument, NotFound, OutOfStock, StockRejected
@@ -29,7 +40,6 @@ from engine.core.types import (
 )
 from engine.store.base import Store
 from engine.store.redis import RedisStore
-from engine.store.redis.keys import KeySpace
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,20 +100,6 @@ def redis_of(store: Store) -> RedisStore:
     assert isinstance(store, RedisStore)
     return store
 
-
-def skus_in_distinct_slots(keys: KeySpace, count: int) -> list[str]:
-    """SKUs whose rows live in ``count`` different Cluster slots."""
-    found: list[str] = []
-    slots: set[int] = set()
-    n = 0
-    while len(found) < count:
-        sku = f"slot-sku-{n}"
-        slot = keys.slots[keys.shard_of_sku(sku)]
-        if slot not in slots:
-            slots.add(slot)
-            found.append(sku)
-        n += 1
-    return found
 
 
 # ==================================================================== the rule
@@ -513,7 +509,7 @@ async def test_across_slots_a_failing_backorder_line_rolls_back_the_other_slots(
 ) -> None:
     store = redis_of(await make_store())
     await seed(store)
-    sku_x, sku_y, sku_z = skus_in_distinct_slots(store.keys, 3)
+    sku_x, sku_y, sku_z = skus_in_distinct_slots(store.keys, 3, prefix="slot-sku-")
     await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 1)])
     # Line 0 is held in x's slot, line 2 (a backorder at a row not there yet) in
     # z's; line 1, in y's slot, needs 4 of 1 + 2.
@@ -553,7 +549,7 @@ async def test_across_slots_a_refused_fulfill_ships_no_line(make_store: StoreMak
     does not ship either (every slot is checked before any slot ships)."""
     store = redis_of(await make_store())
     await seed(store)
-    shelf, back = skus_in_distinct_slots(store.keys, 2)
+    shelf, back = skus_in_distinct_slots(store.keys, 2, prefix="slot-sku-")
     await store.apply_supply([adjust(shelf, "dc1", 5)])
     await store.reserve(
         req("mixed", (shelf, 2, "dc1"), (back, 3, "dc1"), sourcing=bo(None, None, backorder=(0, 10)))
@@ -592,7 +588,7 @@ async def test_across_slots_a_fulfill_refused_after_its_check_puts_back_what_it_
     store = redis_of(await make_store())
     other = redis_of(await make_store())
     await seed(store)
-    sku_x, sku_y = skus_in_distinct_slots(store.keys, 2)
+    sku_x, sku_y = skus_in_distinct_slots(store.keys, 2, prefix="slot-sku-")
     await store.apply_supply([adjust(sku_x, "dc1", 5), adjust(sku_y, "dc1", 5)])
     await store.reserve(req("r1", (sku_x, 2, "dc1"), (sku_y, 3, "dc1")))
     committed = await store.commit("r1")
@@ -646,7 +642,7 @@ async def test_across_slots_a_crashed_attempts_new_row_is_started_afresh_on_retr
     clock = FakeClock(T0)
     store = redis_of(await make_store(clock=clock))
     await seed(store)
-    sku_x, sku_y = skus_in_distinct_slots(store.keys, 2)
+    sku_x, sku_y = skus_in_distinct_slots(store.keys, 2, prefix="slot-sku-")
     request = req(
         "r1", (sku_x, 3, "dc1"), (sku_y, 2, "dc2"), ttl=30.0, sourcing=bo(None, None, backorder=(3, 2))
     )
