@@ -302,6 +302,7 @@ cdef class FastLedger:
     # --- rows
     cdef Row* _row(self, int64_t r) noexcept nogil
     cdef int64_t _find(self, int32_t sku, int32_t node) noexcept nogil
+    cdef int64_t _row_of(self, object sku, object node) except -2
     cdef int64_t _find_key(self, PyObject* sku, Py_hash_t h, const uint64_t* key, int32_t node,
                            uint64_t k) except -2
     cdef int64_t _insert_row(self, int32_t sku, int32_t node) except -1

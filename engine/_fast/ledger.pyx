@@ -1117,14 +1117,17 @@ cdef class FastLedger:
             if row.node == idx and not self._is_own(r):
                 row.safety = quantity
 
-    def has_own_safety_stock(self, sku, node):
+    cdef int64_t _row_of(self, object sku, object node) except -2:
+        """The row index of (sku, node), -1 when there is none."""
         cdef int32_t s = self._sku_of(sku)
         cdef int32_t nd
-        cdef int64_t r = -1
-        if s >= 0:
-            nd = self._node_of(node)
-            if nd >= 0:
-                r = self._find(s, nd)
+        if s < 0:
+            return -1
+        nd = self._node_of(node)
+        return self._find(s, nd) if nd >= 0 else -1
+
+    def has_own_safety_stock(self, sku, node):
+        cdef int64_t r = self._row_of(sku, node)
         return r >= 0 and self._is_own(r)
 
     def node_safety_stock(self, node_id):
@@ -1563,14 +1566,7 @@ cdef class FastLedger:
             PyMem_RawFree(flags)
 
     def stock(self, sku, node):
-        cdef int32_t s = self._sku_of(sku)
-        cdef int32_t nd
-        cdef int64_t r = -1
-        if s >= 0:
-            nd = self._node_of(node)
-            if nd >= 0:
-                r = self._find(s, nd)
-        return self._level(sku, node, r)
+        return self._level(sku, node, self._row_of(sku, node))
 
     def set_row(self, sku, node, on_hand, reserved, committed, safety_stock, version, channel_used=None):
         """Overwrite (or create) the counters of one row (see the reference)."""
