@@ -64,9 +64,9 @@ class AvailabilityView:
     def set_network(self, nodes: Iterable[Node], channels: Iterable[Channel]) -> None:
         retyped = False
         for node in nodes:
-            self._define_node(node.id)
             # A changed default applies at once to the rows that follow it.
             self._ledger.define_node(node.id, node.default_safety_stock)
+            self._nodes.add(node.id)
             previous = self._node_defs.get(node.id)
             retyped |= previous is not None and previous.type != node.type
             self._node_defs[node.id] = node

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.future_supply import uncovered_shortages
-from engine.core.ledger import FOLLOW_NODE_DEFAULT
 from engine.core.types import StockLevel
 from engine.store.base import AuditReport
 from engine.store.redis.network import NetworkCopy
@@ -89,13 +88,9 @@ def build_report(
         for level, held, committed in shard.rows:
             checks.append((level.sku, level.node, level.reserved, level.committed, held, committed))
             if level.on_hand < level.reserved + level.committed:
-                if level.safety_stock == FOLLOW_NODE_DEFAULT:
-                    # Reported as the ledgers report it: with the node's default in effect.
-                    definition = network.nodes.get(level.node)
-                    level = dataclasses.replace(
-                        level, safety_stock=definition.default_safety_stock if definition is not None else 0
-                    )
-                shortages.append(level)
+                # Reported as the ledgers report it: with the safety stock in effect.
+                safety = network.safety_in_effect(level.node, level.safety_stock)
+                shortages.append(dataclasses.replace(level, safety_stock=safety))
         for sku, node, held, committed in shard.unbacked:
             checks.append((sku, node, 0, 0, held, committed))
     for sku, node, reserved, committed_qty, held, committed in sorted(checks):

@@ -21,6 +21,7 @@ from dataclasses import fields
 from typing import Any
 
 from engine.core.allocation_rules import decode_rules, encode_rules
+from engine.core.ledger import FOLLOW_NODE_DEFAULT
 from engine.core.types import Channel, Node, NodeType
 
 __all__ = ["NetworkCopy", "decode_channel", "decode_node", "encode_channel", "encode_node"]
@@ -82,6 +83,14 @@ class NetworkCopy:
         # The version of the carrier table set through the API (``cv``; 0: never
         # set). The table itself is a key of its own, read when this moves.
         self.carrier_version = 0
+
+    def safety_in_effect(self, node: str, stored: int) -> int:
+        """The safety stock in effect at a row whose ``ss`` is ``stored``: its
+        own, or (FOLLOW_NODE_DEFAULT) its node's default in this copy."""
+        if stored != FOLLOW_NODE_DEFAULT:
+            return stored
+        definition = self.nodes.get(node)
+        return definition.default_safety_stock if definition is not None else 0
 
     def load(self, raw: dict[str, str]) -> None:
         """Replace the copy with the fields of ``<ns>:net`` (HGETALL)."""

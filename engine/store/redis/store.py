@@ -508,20 +508,12 @@ class RedisStore:
             raise replies.supply_error(reply)
         return self._resolve_safety(replies.stock_changes([(op.sku, op.node) for op in ops], reply[1]))
 
-    def _safety(self, node: str, stored: int) -> int:
-        """The safety stock in effect at a row whose ``ss`` is ``stored``: its
-        own, or (FOLLOW_NODE_DEFAULT) its node's default from the network copy."""
-        if stored != FOLLOW_NODE_DEFAULT:
-            return stored
-        definition = self._net.nodes.get(node)
-        return definition.default_safety_stock if definition is not None else 0
-
     def _resolve_safety(self, changes: list[StockChange]) -> list[StockChange]:
         return [
             dataclasses.replace(
                 c,
                 level=dataclasses.replace(
-                    c.level, safety_stock=self._safety(c.level.node, c.level.safety_stock)
+                    c.level, safety_stock=self._net.safety_in_effect(c.level.node, c.level.safety_stock)
                 ),
             )
             if c.level.safety_stock == FOLLOW_NODE_DEFAULT
@@ -534,7 +526,8 @@ class RedisStore:
         _check_sku(sku, "sku")
         [values] = await self._read_rows([sku], [node])
         on_hand, reserved, committed, safety, version = values[:5]
-        return StockLevel(sku, node, on_hand, reserved, committed, self._safety(node, safety), version)
+        safety = self._net.safety_in_effect(node, safety)
+        return StockLevel(sku, node, on_hand, reserved, committed, safety, version)
 
     async def _read_rows(
         self, skus: Sequence[str], nodes: Sequence[str], channel: str = ""
@@ -820,7 +813,7 @@ class RedisStore:
             breakdown: list[NodeAvailability] = []
             for i, node in enumerate(selected):
                 on_hand, reserved, committed, safety, _, used = row[6 * i : 6 * i + 6]
-                safety = self._safety(node, safety)
+                safety = self._net.safety_in_effect(node, safety)
                 rule = rules.get(node)
                 if rule is not None:
                     atp = channel_allowance(on_hand, reserved, committed, safety, rule[0], rule[1], used)
