@@ -77,6 +77,11 @@ class RedisStoreConfig:
     # The view refuses a reserve only while it caught up with Redis this recently.
     view_max_lag_s: float = 0.5
     view_impl: str = "fast"
+    # Script pipelines and the change feed on standalone Redis go over the
+    # engine's own connections (engine.store.redis.resp), at a fraction of
+    # redis-py's CPU per pipeline. False keeps redis-py for them, as TLS
+    # (rediss://) and Redis Cluster always do.
+    lean_transport: bool = True
 
     def __post_init__(self) -> None:
         if (self.url is None) == (not self.cluster_nodes):

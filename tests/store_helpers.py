@@ -43,7 +43,9 @@ from engine.store.embedded import EmbeddedStore
 from engine.store.redis.keys import KeySpace
 
 STORE_KINDS = ("embedded-fast", "embedded-pure", "redis", "cluster")
-REDIS_KINDS = frozenset({"redis", "cluster"})
+# "redis-py": standalone Redis with redis-py carrying the scripts and the feed
+# (lean_transport=False, as TLS does), for the tests that cover that path.
+REDIS_KINDS = frozenset({"redis", "redis-py", "cluster"})
 
 # A fake clock starts here: a real-looking epoch (2033), so that a store that also
 # hands times to Redis (key expiry, stream ids) sees plausible values.
@@ -97,7 +99,7 @@ def backing_for(kind: str, request: pytest.FixtureRequest, data_dir: Path | None
     """The backing for ``kind``; Redis servers are session fixtures, started on first use."""
     if kind.startswith("embedded"):
         return Backing(kind, data_dir=data_dir)
-    if kind == "redis":
+    if kind in ("redis", "redis-py"):
         server = request.getfixturevalue("redis_server")
         return Backing(kind, redis_url=server.url, namespace=unique_namespace())
     if kind == "cluster":
@@ -117,8 +119,10 @@ def store_config(backing: Backing, **overrides: Any) -> Any:
     from engine.config import RedisStoreConfig
 
     location: dict[str, Any] = (
-        {"url": backing.redis_url} if backing.kind == "redis" else {"cluster_nodes": backing.cluster_nodes}
+        {"cluster_nodes": backing.cluster_nodes} if backing.kind == "cluster" else {"url": backing.redis_url}
     )
+    if backing.kind == "redis-py":
+        location["lean_transport"] = False
     return RedisStoreConfig(**{**location, "namespace": backing.namespace, **overrides})
 
 

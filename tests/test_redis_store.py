@@ -191,7 +191,11 @@ async def test_a_cluster_serves_every_shard_from_the_master_owning_its_band(
     assert sorted(per_master.values()) == [85, 85, 86]
 
 
-@pytest.mark.parametrize("backing", REDIS, indirect=True)
+# redis-py: scripts sent as redis-py pipelines (as with TLS), not on the engine's own connection.
+REDIS_PY = pytest.param("redis-py", marks=pytest.mark.redis)
+
+
+@pytest.mark.parametrize("backing", [*REDIS, REDIS_PY], indirect=True)
 @pytest.mark.asyncio
 async def test_noscript_after_a_script_flush_reloads_and_retries(open_store: Opener) -> None:
     store = await open_store()

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.asyncio]
 Opener = Callable[..., Awaitable[RedisStore]]
 
 
-@pytest.fixture(params=store_params("redis", "cluster"))
+# redis-py: the feed on a redis-py connection (as with TLS) instead of the engine's own.
+@pytest.fixture(params=store_params("redis", "redis-py", "cluster"))
 def backing(request: pytest.FixtureRequest) -> Backing:
     return backing_for(request.param, request, None)
 

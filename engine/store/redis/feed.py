@@ -10,8 +10,9 @@ the last id it applied per shard and reads on from there:
   second with 2 x ``shards`` arguments, and redis-py re-encoding them each
   time cost more CPU than everything else a Reserve does (measured: 37% of a
   busy engine process). So the follower keeps the command encoded (RESP), on
-  a connection of its own, and re-encodes only the position of a shard that
-  moved;
+  a connection of its own (a :class:`~engine.store.redis.resp.RespConnection`,
+  or a redis-py connection where there is none: TLS), and re-encodes only the
+  position of a shard that moved;
 - Redis Cluster: streams of different slots cannot share one ``XREAD``, so a
   pipeline of one non-blocking ``XREAD`` per shard every ``interval_s`` (the
   client splits it per master).
@@ -44,6 +45,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from engine.store.redis.keys import KeySpace
+from engine.store.redis.resp import RespConnection, pack
 from engine.store.view import AvailabilityView
 
 __all__ = ["FeedFollower", "Row", "ShardReader"]
@@ -86,8 +88,11 @@ class FeedFollower:
         block_ms: int = 100,
         interval_s: float = 0.02,
         check_every_s: float = 1.0,
+        resp: RespConnection | None = None,
     ) -> None:
+        """``resp``: the follower's own connection on standalone Redis (None: one from redis-py's pool)."""
         self._client = client
+        self._resp = resp
         self._keys = keys
         self._view = view
         self._read_shard = read_shard
@@ -106,6 +111,7 @@ class FeedFollower:
             _bulk(x) for x in parts + self._streams
         )
         self._encoded_last = [_bulk(ZERO_ID)] * keys.shards
+        self._xinfo = [pack("XINFO", "STREAM", name) for name in self._streams]
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -133,6 +139,8 @@ class FeedFollower:
             await asyncio.wait({self._task})
             self._task = None
         await self._drop_connection()
+        if self._resp is not None:
+            await self._resp.close()
 
     async def resync(self, shard: int) -> None:
         rows, last_id = await self._read_shard(shard)
@@ -187,13 +195,18 @@ class FeedFollower:
                 backoff = min(backoff * 2, 2.0)
 
     async def _round_standalone(self) -> list[int]:
-        if self._conn is None:
-            # A connection of the client's pool, kept for the follower's life: a
-            # blocking read would hold any connection it borrowed anyway.
-            self._conn = await self._client.connection_pool.get_connection()
-        await self._conn.send_packed_command(self._xread_head + b"".join(self._encoded_last))
-        # The block time plus the usual socket timeout: an idle feed is no error.
-        reply = await self._conn.read_response(timeout=self._block_ms / 1000 + self._timeout_s())
+        command = self._xread_head + b"".join(self._encoded_last)
+        if self._resp is not None:
+            # The block time plus the usual timeout: an idle feed is no error.
+            wait_s = self._block_ms / 1000 + self._resp.timeout_s
+            [reply] = await self._resp.execute([command], timeout_s=wait_s)
+        else:
+            if self._conn is None:
+                # A connection of the client's pool, kept for the follower's life: a
+                # blocking read would hold any connection it borrowed anyway.
+                self._conn = await self._client.connection_pool.get_connection()
+            await self._conn.send_packed_command(command)
+            reply = await self._conn.read_response(timeout=self._block_ms / 1000 + self._timeout_s())
         if isinstance(reply, Exception):
             raise reply
         # Raw reply: {stream: [[id, [field, value, ...]], ...], ...} or nil.
@@ -268,11 +281,15 @@ class FeedFollower:
 
     async def check_gaps(self, shards: Sequence[int] | range) -> None:
         """Resync every listed shard whose stream lost entries we had not read."""
-        pipe = self._client.pipeline(transaction=False)
         listed = list(shards)
-        for shard in listed:
-            pipe.xinfo_stream(self._streams[shard])
-        infos = await pipe.execute(raise_on_error=False)
+        if self._resp is not None:
+            # RESP3 answers XINFO STREAM with a map: the fields redis-py's parsing gives.
+            infos = await self._resp.execute([self._xinfo[shard] for shard in listed])
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for shard in listed:
+                pipe.xinfo_stream(self._streams[shard])
+            infos = await pipe.execute(raise_on_error=False)
         for shard, info in zip(listed, infos, strict=True):
             if isinstance(info, Exception):
                 if "no such key" in str(info).lower():

@@ -7,6 +7,11 @@ sweeper's call for every shard) joins it. While ``MAX_INFLIGHT`` pipelines are
 awaiting their replies, new calls keep gathering and leave with the next free
 one: under load batches grow instead of connections.
 
+On standalone Redis a batch goes out over the runner's own
+:class:`~engine.store.redis.resp.RespConnection` (one ``write``, replies parsed
+by hiredis: a fraction of redis-py's cost per pipeline, see ``resp.py``), or
+as a redis-py pipeline where there is none (TLS).
+
 On a Redis Cluster a batch is split per master (by the slot of each call's
 first key; every call's keys share a slot) and the per-master pipelines run
 concurrently, each as a redis-py ``ClusterPipeline`` (which follows MOVED/ASK
@@ -42,6 +47,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from engine.core.errors import StoreUnavailable
 from engine.observability import metrics
+from engine.store.redis.resp import RespConnection, pack
 from engine.store.redis.scripts import Script
 
 __all__ = ["MAX_INFLIGHT", "RunnerStats", "ScriptRunner", "unavailable"]
@@ -111,8 +117,14 @@ class _Call:
 class ScriptRunner:
     """Coalesces script calls into pipelines; loads scripts; recovers NOSCRIPT."""
 
-    def __init__(self, client: Redis | RedisCluster, scripts: dict[str, Script]) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, scripts: dict[str, Script], resp: RespConnection | None = None
+    ) -> None:
+        """``resp``: the connection for script pipelines on standalone Redis (None: redis-py's)."""
+        if resp is not None and isinstance(client, RedisCluster):
+            raise ValueError("a RespConnection reaches one server: not for a Redis Cluster")
         self._client = client
+        self._resp = resp
         self._cluster = isinstance(client, RedisCluster)
         self.scripts = scripts
         self.stats = RunnerStats()
@@ -177,6 +189,8 @@ class ScriptRunner:
                     StoreUnavailable("the Redis store is closed", reason="STORE_NOT_RUNNING")
                 )
         self._pending = []
+        if self._resp is not None:
+            await self._resp.close()
 
     # ------------------------------------------------------------------ sending
 
@@ -256,13 +270,18 @@ class ScriptRunner:
         stats.last_pipeline_calls = len(batch)
         if len(batch) > stats.max_pipeline_calls:
             stats.max_pipeline_calls = len(batch)
-        pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
-        for call in batch:
-            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
         metrics.observe_pipeline(len(batch))
         started = time.perf_counter()
         try:
-            results = list(await pipe.execute(raise_on_error=False))
+            if self._resp is not None:
+                results = await self._resp.execute(
+                    [pack("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch]
+                )
+            else:
+                pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
+                for call in batch:
+                    pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+                results = list(await pipe.execute(raise_on_error=False))
         except Exception as exc:
             for call in batch:
                 metrics.record_redis_error(call.script.name, exc)

@@ -69,6 +69,7 @@ from engine.store.redis.feed import FeedFollower
 from engine.store.redis.keys import FORMAT_VERSION, KeySpace
 from engine.store.redis.network import NetworkCopy, encode_channel, encode_node
 from engine.store.redis.plans import Line, ReservationFacts, ReservePlan, ms, seconds
+from engine.store.redis.resp import Endpoint, RespConnection
 from engine.store.redis.runner import Arg, RunnerStats, ScriptRunner, unavailable
 from engine.store.redis.scripts import load_scripts
 from engine.store.view import AvailabilityView
@@ -202,7 +203,7 @@ class RedisStore:
                     await client.initialize()
                 except Exception as exc:
                     raise unavailable(exc) or exc from None
-            runner = self._runner = ScriptRunner(client, load_scripts())
+            runner = self._runner = ScriptRunner(client, load_scripts(), self._lean_connection())
             await runner.load()
             self._cross = CrossSlot(
                 runner,
@@ -266,7 +267,10 @@ class RedisStore:
         """Load every shard into a fresh view, then follow the feeds."""
         view = self.view = AvailabilityView(self.config.view_impl, max_lag_s=self.config.view_max_lag_s)
         view.set_network(self._net.nodes.values(), self._net.channels.values())
-        self._feed = FeedFollower(self.client, self._keys, view, self.read_shard, cluster=self._cluster)
+        self._feed = FeedFollower(
+            self.client, self._keys, view, self.read_shard,
+            cluster=self._cluster, resp=self._lean_connection(),
+        )  # fmt: skip
         try:
             await self._feed.start()
         except BaseException:
@@ -274,6 +278,12 @@ class RedisStore:
             await self._disconnect()
             self._phase = "closed"
             raise
+
+    def _lean_connection(self) -> RespConnection | None:
+        """A connection of the engine's own to standalone Redis (None: use redis-py; see config)."""
+        config = self.config
+        endpoint = Endpoint.from_url(config.url) if config.url and config.lean_transport else None
+        return RespConnection(endpoint, timeout_s=config.socket_timeout_s) if endpoint is not None else None
 
     def _wrote(self, shards: Iterable[int]) -> None:
         now = time.monotonic()
