@@ -3,10 +3,11 @@
 What ``redis-benchmark -P`` does, for commands we build ourselves (whole
 reservations with unique ids and their exact keys, which redis-benchmark's
 ``__rand_int__`` placeholders cannot express): every command is encoded to
-RESP before the clock starts, each connection writes ``depth`` of them in one
-``write`` and parses the replies with hiredis (C). The Python cost per command
-is then a small fraction of what Redis spends on it, so the figure measures the
-server, and two command kinds driven the same way compare fairly.
+RESP (``engine.store.redis.resp.pack``) before the clock starts, each
+connection writes ``depth`` of them in one ``write`` and parses the replies
+with hiredis (C). The Python cost per command is then a small fraction of what
+Redis spends on it, so the figure measures the server, and two command kinds
+driven the same way compare fairly.
 """
 
 from __future__ import annotations
@@ -17,16 +18,7 @@ from collections.abc import Sequence
 
 import hiredis
 
-__all__ = ["DriveResult", "drive", "encode_command"]
-
-
-def encode_command(*parts: str | bytes | int | float) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part if isinstance(part, bytes) else str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+__all__ = ["DriveResult", "drive"]
 
 
 class DriveResult:

@@ -33,7 +33,8 @@ import statistics
 import tempfile
 from typing import Any
 
-from engine.bench.redis_driver import drive, encode_command
+from engine.bench.redis_driver import drive
+from engine.store.redis.resp import pack
 
 __all__ = ["run"]
 
@@ -71,7 +72,7 @@ async def _commands(url: str, count: int, rounds: int) -> tuple[list[list[bytes]
                     ttl_s=3600.0,
                 )
                 sha, keys, args = store.reserve_script_call(request)
-                batch.append(encode_command("EVALSHA", sha, len(keys), *keys, *args))
+                batch.append(pack("EVALSHA", sha, len(keys), *keys, *args))
             batches.append(batch)
         return batches, await store.client.script_load("return 1")
     finally:
@@ -103,7 +104,7 @@ def _floor_commands(sha: str, count: int, r: int) -> list[bytes]:
         tag = f"{{f{i % 256}}}"  # 256 shards, like the store's
         keys = [f"fl:{tag}:d:{rid}", f"fl:{tag}:m", f"fl:{tag}:x", f"fl:{tag}:s:S{i % _SKUS}",
                 f"fl:{tag}:r:{rid}", f"fl:{tag}:rids", f"fl:{tag}:feed"]  # fmt: skip
-        out.append(encode_command("EVALSHA", sha, len(keys), *keys, 1_700_000_000_000 + i, rid))
+        out.append(pack("EVALSHA", sha, len(keys), *keys, 1_700_000_000_000 + i, rid))
     return out
 
 
@@ -121,7 +122,7 @@ async def _bench(host: str, port: int, url: str, count: int, rounds: int) -> dic
     floor_rates: list[float] = []
     for r in range(rounds):
         bare = [
-            encode_command("EVALSHA", bare_sha, 2, f"bench:{{b}}:k{i}", f"bench:{{b}}:j{i}")
+            pack("EVALSHA", bare_sha, 2, f"bench:{{b}}:k{i}", f"bench:{{b}}:j{i}")
             for i in range(count)
         ]
         result = await drive(host, port, bare)
