@@ -396,26 +396,62 @@ async def test_expire_now_returns_what_it_expired_in_expiry_order(open_store: Op
 # ================================================================== pipelining
 
 
+async def stop_sweeper(store: RedisStore) -> None:
+    """No sweeper calls in the middle of a pipeline count: even standing by, it
+    renews its claim to the lease through the runner every tick, which a loaded
+    machine can land inside the measured turn."""
+    assert store._sweeper is not None
+    store._sweeper.cancel()
+    await asyncio.wait({store._sweeper})
+
+
+def rids_in_slot_of(store: RedisStore, sku: str, count: int, prefix: str = "r") -> list[str]:
+    """Reservation ids whose directory shares ``sku``'s slot: a reserve of ``sku``
+    under one of them is one script call, on the Cluster too."""
+    slot = store.keys.slots[store.keys.shard_of_sku(sku)]
+    rids: list[str] = []
+    n = 0
+    while len(rids) < count:
+        rid = f"{prefix}{n}"
+        if store.keys.slots[store.keys.shard_of_reservation(rid)] == slot:
+            rids.append(rid)
+        n += 1
+    return rids
+
+
+@contextlib.asynccontextmanager
+async def scripts_paused(store: RedisStore, sku: str) -> AsyncIterator[None]:
+    """Redis (on a Cluster: the master serving ``sku``) holds every script it is
+    sent until the block ends. ``CLIENT PAUSE ... WRITE`` holds EVALSHA but not
+    reads, nor the ``CLIENT UNPAUSE`` that ends it; its timeout is a hang guard."""
+    client = store.client
+    target: dict[str, Any] = {}
+    if store.config.cluster_nodes:
+        target["target_nodes"] = client.get_node_from_key(store.keys.sku(store.keys.shard_of_sku(sku), sku))
+    await client.execute_command("CLIENT", "PAUSE", int(HANG_GUARD_S * 1000), "WRITE", **target)
+    try:
+        yield
+    finally:
+        await client.execute_command("CLIENT", "UNPAUSE", **target)
+
+
+def calls_waiting(store: RedisStore) -> int:
+    """Script calls queued behind a pipeline that is out."""
+    runner = store._runner
+    assert runner is not None
+    return sum(len(lane.waiting) for lane in runner._lanes.values())
+
+
 @pytest.mark.parametrize("backing", REDIS, indirect=True)
 @pytest.mark.asyncio
 async def test_calls_made_in_one_loop_turn_go_out_as_one_pipeline_per_master(open_store: Opener) -> None:
     store = await open_store()
-    # No sweeper calls in the middle: even standing by, it renews its claim to
-    # the lease through the runner every tick, which a loaded machine can land
-    # inside the measured turn.
-    assert store._sweeper is not None
-    store._sweeper.cancel()
-    await asyncio.wait({store._sweeper})
+    await stop_sweeper(store)
     await seed(store)
     await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
-    shard = store.keys.shard_of_sku("sku-z")
-    # Reservation ids whose directory is in sku-z's slot: each reserve is one script call.
-    rids = [
-        f"r{i}"
-        for i in range(2_000)
-        if store.keys.slots[store.keys.shard_of_reservation(f"r{i}")] == store.keys.slots[shard]
-    ]
-    rids = rids[:50] if store.config.cluster_nodes else [f"r{i}" for i in range(200)]
+    # On the Cluster, ids in sku-z's slot: each reserve is one script call.
+    cluster = bool(store.config.cluster_nodes)
+    rids = rids_in_slot_of(store, "sku-z", 50) if cluster else [f"r{i}" for i in range(200)]
     before = store.stats.runner
     results = await asyncio.gather(*(store.reserve(req(rid, ("sku-z", 1))) for rid in rids))
     after = store.stats.runner
@@ -424,6 +460,61 @@ async def test_calls_made_in_one_loop_turn_go_out_as_one_pipeline_per_master(ope
     assert after.pipelines - before.pipelines == 1
     assert after.last_pipeline_calls == len(rids)
     assert (await raw_row(store, "sku-z", "dc1"))["rs"] == len(rids)
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_calls_made_while_a_pipeline_is_out_leave_together_when_its_reply_is_in(
+    open_store: Opener,
+) -> None:
+    store = await open_store()
+    await stop_sweeper(store)
+    await seed(store)
+    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    first, *later = rids_in_slot_of(store, "sku-z", 11)
+    before = store.stats.runner
+    async with scripts_paused(store, "sku-z"):
+        out = asyncio.ensure_future(store.reserve(req(first, ("sku-z", 1))))
+        await until(lambda: store.stats.runner.pipelines == before.pipelines + 1, "the first pipeline is out")
+        queued = []
+        for rid in later:  # each in a turn of the loop of its own
+            queued.append(asyncio.ensure_future(store.reserve(req(rid, ("sku-z", 1)))))
+            await asyncio.sleep(0)
+        await until(lambda: calls_waiting(store) == len(later), "every later call waits for the first reply")
+        assert store.stats.runner.pipelines == before.pipelines + 1
+    results = await asyncio.wait_for(asyncio.gather(out, *queued), HANG_GUARD_S)
+    after = store.stats.runner
+    assert [r.state for r in results] == [HELD] * 11
+    assert after.pipelines - before.pipelines == 2
+    assert after.last_pipeline_calls == len(later)
+    assert (await raw_row(store, "sku-z", "dc1"))["rs"] == 11
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_stalled_master_holds_up_only_the_calls_bound_for_it(open_cluster_store: Opener) -> None:
+    store = await open_cluster_store()
+    await stop_sweeper(store)
+    await seed(store)
+    client = store.client
+    by_master: dict[str, str] = {}
+    for sku in skus_in_distinct_slots(store.keys, 64):
+        node = client.get_node_from_key(store.keys.sku(store.keys.shard_of_sku(sku), sku))
+        by_master.setdefault(node.name, sku)
+    stalled_sku, free_sku = list(by_master.values())[:2]
+    await store.apply_supply([adjust(stalled_sku, "dc1", 10), adjust(free_sku, "dc1", 10)])
+    (stalled_rid,) = rids_in_slot_of(store, stalled_sku, 1, prefix="s")
+    free_rids = rids_in_slot_of(store, free_sku, 5, prefix="f")
+    before = store.stats.runner
+    async with scripts_paused(store, stalled_sku):
+        stalled = asyncio.ensure_future(store.reserve(req(stalled_rid, (stalled_sku, 1))))
+        await until(lambda: store.stats.runner.pipelines == before.pipelines + 1, "the stalled call is out")
+        for rid in free_rids:  # one after another: each waits for the previous one's reply
+            held = await asyncio.wait_for(store.reserve(req(rid, (free_sku, 1))), HANG_GUARD_S)
+            assert held.state == HELD
+        assert not stalled.done()
+    assert (await asyncio.wait_for(stalled, HANG_GUARD_S)).state == HELD
+    assert (await raw_row(store, free_sku, "dc1"))["rs"] == 5
 
 
 # ===================================================================== settings
