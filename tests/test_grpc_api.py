@@ -761,6 +761,15 @@ def test_audit_and_noop(client: Client) -> None:
     assert client.admin.Noop(admin_pb.NoopRequest()) == admin_pb.NoopResponse()
 
 
+def test_a_failing_noop_answers_like_a_sold_out_reserve(client: Client) -> None:
+    noop = failure(client.admin.Noop, admin_pb.NoopRequest(out_of_stock_sku="SKU-NOOP"))
+    assert noop.code == grpc.StatusCode.FAILED_PRECONDITION and noop.reason == "OUT_OF_STOCK"
+    assert noop.shortfalls == (Shortfall(0, "SKU-NOOP", 1, 0),)
+    assert [(v.type, v.subject) for v in noop.precondition_violations] == [("OUT_OF_STOCK", "lines[0]")]
+    bad = failure(client.admin.Noop, admin_pb.NoopRequest(out_of_stock_sku="SKU {1}"))
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and bad.fields == ("out_of_stock_sku",)
+
+
 # ------------------------------------------------------------- request ids
 
 

@@ -8,6 +8,14 @@ length run on the same server stack just before and just after the sale, so
 ``reject_rps`` (the rate of answers after the last unit was sold, nearly all
 sold-out rejections) compares with ``noop_rps`` under the same neighbours.
 
+A reject is an error answer, and gRPC's error path costs more than an empty
+reply by itself (a status trailer carrying google.rpc.Status details instead of
+a message; an exception on the client). So failing no-op phases run beside the
+no-op ones: ``AdminService/Noop`` with ``out_of_stock_sku`` set does nothing and
+answers exactly as a sold-out Reserve is refused. ``error_noop_ratio``
+(``error_noop_rps / noop_rps``) is the most ``ratio`` can be on this stack;
+``reject_to_error_noop`` is what the engine's own work leaves of it.
+
 Correctness is checked, not assumed: ``succeeded`` counts the buyers told they
 have a unit, ``oversold`` is what the store's counters show beyond its stock
 (``reserved + committed - on_hand``) plus any success beyond ``stock``, and
@@ -35,6 +43,8 @@ __all__ = ["run"]
 
 SKU = "FLASH-0001"
 NODE = "dc-flash"
+# One timed phase of calls: ((finish time, succeeded) per call, elapsed s, server CPU s).
+Phase = tuple[list[tuple[float, bool]], float, float]
 
 
 async def _setup(target: str, stock: int) -> None:
@@ -101,17 +111,26 @@ async def _bench(target: str, stock: int, buyers: int, concurrency: int, server_
     ]  # fmt: skip
     noop_count = max(concurrency * 50, min(buyers - stock, 50_000))
     noops = [admin.NoopRequest().SerializeToString()] * noop_count
+    failing_noops = [admin.NoopRequest(out_of_stock_sku=SKU).SerializeToString()] * noop_count
     async with grpc.aio.insecure_channel(target) as channel:
         reserve = channel.unary_unary("/inventory.v1.InventoryService/Reserve")
         noop = channel.unary_unary("/inventory.v1.AdminService/Noop")
         await _drive(noop, noops[: concurrency * 10], concurrency)  # warm up
-        cpu = [tree_cpu_seconds(server_pid)]
-        noop_before, noop_before_s = await _drive(noop, noops, concurrency)
-        cpu.append(tree_cpu_seconds(server_pid))
+        await _drive(noop, failing_noops[: concurrency * 10], concurrency)
+        # Per kind of no-op: (calls, elapsed s, server CPU s) of each phase.
+        phases: dict[str, list[Phase]] = {"noop": [], "error_noop": []}
+
+        async def baselines() -> None:
+            for kind, payloads in (("noop", noops), ("error_noop", failing_noops)):
+                cpu0 = tree_cpu_seconds(server_pid)
+                calls, elapsed = await _drive(noop, payloads, concurrency)
+                phases[kind].append((calls, elapsed, tree_cpu_seconds(server_pid) - cpu0))
+
+        await baselines()
+        cpu0 = tree_cpu_seconds(server_pid)
         sale, sale_s = await _drive(reserve, reserves, concurrency)
-        cpu.append(tree_cpu_seconds(server_pid))
-        noop_after, noop_after_s = await _drive(noop, noops, concurrency)
-        cpu.append(tree_cpu_seconds(server_pid))
+        sale_cpu = tree_cpu_seconds(server_pid) - cpu0
+        await baselines()
 
         succeeded = sum(1 for _, ok in sale if ok)
         last_success = max((t for t, ok in sale if ok), default=sale[0][0])
@@ -126,7 +145,17 @@ async def _bench(target: str, stock: int, buyers: int, concurrency: int, server_
         ).availabilities
         row = level.nodes[0]
         audit = await admin_grpc.AdminServiceStub(channel).Audit(admin.AuditRequest())
-    noop_rps = (len(noop_before) + len(noop_after)) / (noop_before_s + noop_after_s)
+    def rate(kind: str) -> float:
+        return sum(len(calls) for calls, _, _ in phases[kind]) / sum(s for _, s, _ in phases[kind])
+
+    def cpu_us(kind: str) -> float:
+        return round(
+            sum(cpu for _, _, cpu in phases[kind]) / sum(len(calls) for calls, _, _ in phases[kind]) * 1e6, 1
+        )
+
+    noop_rps, error_noop_rps = rate("noop"), rate("error_noop")
+    if any(ok for calls, _, _ in phases["error_noop"] for _, ok in calls):
+        raise RuntimeError("a failing no-op succeeded: the server does not implement out_of_stock_sku")
     oversold = max(0, row.reserved + row.committed - row.on_hand) + max(0, succeeded - stock)
     return {
         "stock": stock,
@@ -140,12 +169,14 @@ async def _bench(target: str, stock: int, buyers: int, concurrency: int, server_
         "reject_rps": round(reject_rps, 1),
         "noop_rps": round(noop_rps, 1),
         "ratio": round(reject_rps / noop_rps, 3) if noop_rps else 0.0,
+        "error_noop_rps": round(error_noop_rps, 1),
+        "error_noop_ratio": round(error_noop_rps / noop_rps, 3) if noop_rps else 0.0,
+        "reject_to_error_noop": round(reject_rps / error_noop_rps, 3) if error_noop_rps else 0.0,
         # The engine's CPU per call (Redis' not included): where a sold-out
-        # reject's cost goes, beside the no-op's on the same server stack.
-        "noop_server_cpu_us_per_call": round(
-            (cpu[1] - cpu[0] + cpu[3] - cpu[2]) / (len(noop_before) + len(noop_after)) * 1e6, 1
-        ),
-        "sale_server_cpu_us_per_call": round((cpu[2] - cpu[1]) / len(sale) * 1e6, 1),
+        # reject's cost goes, beside the no-ops' on the same server stack.
+        "noop_server_cpu_us_per_call": cpu_us("noop"),
+        "error_noop_server_cpu_us_per_call": cpu_us("error_noop"),
+        "sale_server_cpu_us_per_call": round(sale_cpu / len(sale) * 1e6, 1),
     }
 
 

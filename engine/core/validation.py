@@ -159,6 +159,11 @@ def validate_extend(reservation_id: str, ttl_s: float | None) -> None:
         _fail(v)
 
 
+def validate_sku(sku: str, field: str = "sku") -> None:
+    if _KEY.fullmatch(sku) is None:
+        _fail([_id_violation(field, sku, _KEY_RULE)])
+
+
 def validate_availability(skus: Sequence[str], channel: str | None, nodes: Sequence[str]) -> None:
     v: list[FieldViolation] = []
     if not skus:

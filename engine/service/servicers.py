@@ -35,7 +35,7 @@ from engine._proto.inventory.v1 import (
     supply_service_pb2_grpc,
 )
 from engine.core.carriers import CarrierTable, default_carriers, parse_carriers
-from engine.core.errors import EngineError, FieldViolation, InvalidArgument, NotFound
+from engine.core.errors import EngineError, FieldViolation, InvalidArgument, NotFound, OutOfStock, Shortfall
 from engine.core.future_supply import (
     FutureSupply,
     phased_availability,
@@ -51,6 +51,7 @@ from engine.core.validation import (
     validate_node,
     validate_reservation_id,
     validate_reserve,
+    validate_sku,
     validate_supply,
 )
 from engine.observability import metrics
@@ -474,4 +475,11 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def Noop(
         self, request: admin_service_pb2.NoopRequest, context: grpc.aio.ServicerContext
     ) -> admin_service_pb2.NoopResponse:
-        return _NOOP_RESPONSE
+        if not request.out_of_stock_sku:
+            return _NOOP_RESPONSE
+        # A sold-out reject's answer without its work: the flash-sale benchmark's baseline.
+        try:
+            validate_sku(request.out_of_stock_sku, "out_of_stock_sku")
+            raise OutOfStock((Shortfall(0, request.out_of_stock_sku, 1, 0),))
+        except Exception as exc:
+            await fail(context, exc)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from engine._proto.inventory.v1 import stock_pb2 as inventory_dot_v1_dot_stock__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n inventory/v1/admin_service.proto\x12\x0cinventory.v1\x1a\x18inventory/v1/stock.proto\"\x0e\n\x0c\x41uditRequest\"\x8a\x01\n\rAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\nviolations\x18\x02 \x03(\t\x12+\n\tshortages\x18\x03 \x03(\x0b\x32\x18.inventory.v1.StockLevel\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x19\n\x11reservation_count\x18\x05 \x01(\x03\"\r\n\x0bNoopRequest\"\x0e\n\x0cNoopResponse2\x8f\x01\n\x0c\x41\x64minService\x12@\n\x05\x41udit\x12\x1a.inventory.v1.AuditRequest\x1a\x1b.inventory.v1.AuditResponse\x12=\n\x04Noop\x12\x19.inventory.v1.NoopRequest\x1a\x1a.inventory.v1.NoopResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n inventory/v1/admin_service.proto\x12\x0cinventory.v1\x1a\x18inventory/v1/stock.proto\"\x0e\n\x0c\x41uditRequest\"\x8a\x01\n\rAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\nviolations\x18\x02 \x03(\t\x12+\n\tshortages\x18\x03 \x03(\x0b\x32\x18.inventory.v1.StockLevel\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x19\n\x11reservation_count\x18\x05 \x01(\x03\"\'\n\x0bNoopRequest\x12\x18\n\x10out_of_stock_sku\x18\x01 \x01(\t\"\x0e\n\x0cNoopResponse2\x8f\x01\n\x0c\x41\x64minService\x12@\n\x05\x41udit\x12\x1a.inventory.v1.AuditRequest\x1a\x1b.inventory.v1.AuditResponse\x12=\n\x04Noop\x12\x19.inventory.v1.NoopRequest\x1a\x1a.inventory.v1.NoopResponseB.\n\x10\x63om.inventory.v1P\x01Z\x18inventory/v1;inventoryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITRESPONSE']._serialized_start=93
   _globals['_AUDITRESPONSE']._serialized_end=231
   _globals['_NOOPREQUEST']._serialized_start=233
-  _globals['_NOOPREQUEST']._serialized_end=246
-  _globals['_NOOPRESPONSE']._serialized_start=248
-  _globals['_NOOPRESPONSE']._serialized_end=262
-  _globals['_ADMINSERVICE']._serialized_start=265
-  _globals['_ADMINSERVICE']._serialized_end=408
+  _globals['_NOOPREQUEST']._serialized_end=272
+  _globals['_NOOPRESPONSE']._serialized_start=274
+  _globals['_NOOPRESPONSE']._serialized_end=288
+  _globals['_ADMINSERVICE']._serialized_start=291
+  _globals['_ADMINSERVICE']._serialized_end=434
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,10 @@ class AuditResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., violations: _Optional[_Iterable[str]] = ..., shortages: _Optional[_Iterable[_Union[_stock_pb2.StockLevel, _Mapping]]] = ..., row_count: _Optional[int] = ..., reservation_count: _Optional[int] = ...) -> None: ...
 
 class NoopRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("out_of_stock_sku",)
+    OUT_OF_STOCK_SKU_FIELD_NUMBER: _ClassVar[int]
+    out_of_stock_sku: str
+    def __init__(self, out_of_stock_sku: _Optional[str] = ...) -> None: ...
 
 class NoopResponse(_message.Message):
     __slots__ = ()
