@@ -69,6 +69,13 @@ class RedisStoreConfig:
     sweep_interval_s: float = 0.2
     # Approximate MAXLEN of each shard's change-feed stream.
     feed_maxlen: int = 100_000
+    # The longest a script call waits for others to share its pipeline, only
+    # while calls come fast enough to expect company (see engine.store.redis.runner).
+    pipeline_linger_s: float = 0.003
+    # On standalone Redis, the least time between two reads of a busy change
+    # feed (each read costs Redis about the same however much it brings; see
+    # engine.store.redis.feed). Adds at most this much to the view's lag.
+    feed_busy_interval_s: float = 0.005
     socket_timeout_s: float = 2.0
     # Check maxmemory-policy, appendonly and appendfsync at start and warn.
     check_settings: bool = True
@@ -110,6 +117,10 @@ class RedisStoreConfig:
             raise ValueError("socket_timeout_s must be positive")
         if not self.view_max_lag_s > 0:
             raise ValueError("view_max_lag_s must be positive")
+        if not 0 <= self.pipeline_linger_s <= 0.1:
+            raise ValueError("pipeline_linger_s must be in [0, 0.1]")
+        if not 0 <= self.feed_busy_interval_s < self.view_max_lag_s:
+            raise ValueError("feed_busy_interval_s must be at least 0 and below view_max_lag_s")
         if self.view_impl not in ("fast", "pure"):
             raise ValueError(f"view_impl must be 'fast' or 'pure', not {self.view_impl!r}")
 

@@ -11,6 +11,7 @@ Monday to Friday, 14:00 cutoff; a quote ships to Hamburg (255 km from the DC:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from store_helpers import Backing, FakeClock, backing_for, store_factory, store_params
+from store_helpers import Backing, FakeClock, backing_for, store_factory, store_params, unique_namespace
 from test_grpc_api import failure
 from test_grpc_promise import BERLIN, WED_10, day, local, to_hamburg
 
@@ -289,23 +290,32 @@ def test_quotes_follow_the_table_set_over_the_api(client: Client) -> None:
 # Redis kinds only: one process owns an embedded store (its restart is
 # test_embedded_state_survives_a_restart).
 @pytest.mark.parametrize("backing", store_params("redis", "cluster"), indirect=True)
-def test_a_table_set_through_one_process_reaches_the_others(
-    server: ServerThread, backing: Backing, client: Client
-) -> None:
-    """Another engine process on the same Redis sees the table at once."""
-    sku = client.new_id("carrier-sku")
-    client.stock(sku, "dc-1", 5)
-    set_ = client.set(flat_table(days=4))
-    with serve(backing, client.clock) as other:
-        channel = grpc.insecure_channel(other.target)
-        there = Client(channel, client.clock)
-        assert there.get() == set_
-        assert there.ship_date("web", sku) == (date(2033, 6, 15), date(2033, 6, 21))
-        # And back: a reset there is seen here.
-        there.reset()
-        assert client.get().source == SERVER
-        assert client.ship_date("web", sku) == (date(2033, 6, 15), date(2033, 6, 17))
-        channel.close()
+def test_a_table_set_through_one_process_reaches_the_others(backing: Backing, clock: FakeClock) -> None:
+    """Another engine process on the same Redis sees the table at once.
+
+    On a namespace of its own: the module's shares one, and a table once set
+    leaves its reset time behind for the tests that expect none was ever set."""
+    fresh = dataclasses.replace(backing, namespace=unique_namespace())
+    clock.now = WED_10
+    with serve(fresh, clock) as one:
+        here_channel = grpc.insecure_channel(one.target)
+        here = Client(here_channel, clock)
+        here.node("dc-1", net_pb.NODE_TYPE_DC)
+        here.channel("web", ["dc-1"])
+        sku = here.new_id("carrier-sku")
+        here.stock(sku, "dc-1", 5)
+        set_ = here.set(flat_table(days=4))
+        with serve(fresh, clock) as other:  # started after the stock: its view begins with it
+            there_channel = grpc.insecure_channel(other.target)
+            there = Client(there_channel, clock)
+            assert there.get() == set_
+            assert there.ship_date("web", sku) == (date(2033, 6, 15), date(2033, 6, 21))
+            # And back: a reset there is seen here.
+            there.reset()
+            assert here.get().source == SERVER
+            assert here.ship_date("web", sku) == (date(2033, 6, 15), date(2033, 6, 17))
+            there_channel.close()
+        here_channel.close()
 
 
 # ----------------------------------------------------------- daily capacity

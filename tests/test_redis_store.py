@@ -47,6 +47,7 @@ from engine.core.types import Channel, Node, NodeType, ReservationState, SupplyK
 from engine.redis_launcher import RedisServer
 from engine.store.redis import NamespaceMismatch, RedisStore
 from engine.store.redis.keys import CLUSTER_SLOTS, FORMAT_VERSION, key_slot, shard_tags
+from engine.store.redis.runner import RATE_WINDOW_S
 from engine.store.redis.scripts import SCRIPT_NAMES, load_scripts
 
 HELD = ReservationState.HELD
@@ -490,6 +491,58 @@ async def test_calls_made_while_a_pipeline_is_out_leave_together_when_its_reply_
     assert (await raw_row(store, "sku-z", "dc1"))["rs"] == 11
 
 
+def lingering(store: RedisStore) -> bool:
+    """Whether some lane holds its waiting calls for company."""
+    runner = store._runner
+    assert runner is not None
+    return any(lane.linger is not None for lane in runner._lanes.values())
+
+
+async def burst(store: RedisStore, rids: list[str], gap_s: float) -> list[asyncio.Future[Any]]:
+    """One reserve of sku-z per ``gap_s`` (a steady stream of calls, none in the same turn)."""
+    started = []
+    for rid in rids:
+        started.append(asyncio.ensure_future(store.reserve(req(rid, ("sku-z", 1)))))
+        await asyncio.sleep(gap_s)
+    return started
+
+
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_calls_coming_fast_linger_for_company_and_a_lone_call_does_not(open_store: Opener) -> None:
+    # A linger far longer than the gaps between calls: lingering shows in the pipeline sizes.
+    store = await open_store(pipeline_linger_s=0.1)
+    await stop_sweeper(store)
+    await seed(store)
+    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    rids = rids_in_slot_of(store, "sku-z", 121)
+    steady, lone, last = rids[:80], rids[80], rids[81:]
+    await asyncio.sleep(2 * RATE_WINDOW_S)  # the rate starts from quiet
+    before = store.stats.runner
+    held = await asyncio.wait_for(asyncio.gather(*await burst(store, steady, 0.002)), HANG_GUARD_S)
+    after = store.stats.runner
+    assert [r.state for r in held] == [HELD] * len(steady)
+    # The first window's calls go one by one (no rate yet); once the rate is
+    # known, the rest wait for company and leave in a few pipelines.
+    assert after.pipelines - before.pipelines < len(steady) // 2
+
+    # After a quiet spell a lone call leaves in the turn after it is made.
+    await asyncio.sleep(2 * RATE_WINDOW_S)
+    before = store.stats.runner
+    call = asyncio.ensure_future(store.reserve(req(lone, ("sku-z", 1))))
+    sent_or_held = lambda: store.stats.runner.pipelines > before.pipelines or lingering(store)  # noqa: E731
+    await until(sent_or_held, "the call is out")
+    assert not lingering(store)
+    assert (await asyncio.wait_for(call, HANG_GUARD_S)).state == HELD
+
+    # Closing sends what lingers instead of failing it (the burst outlasts a window).
+    await asyncio.sleep(2 * RATE_WINDOW_S)
+    calls = await burst(store, last, 0.002)
+    await until(lambda: lingering(store), "calls linger")
+    await store.close()
+    assert [r.state for r in await asyncio.gather(*calls)] == [HELD] * len(last)
+
+
 @pytest.mark.redis
 @pytest.mark.asyncio
 async def test_a_stalled_master_holds_up_only_the_calls_bound_for_it(open_cluster_store: Opener) -> None:
@@ -846,6 +899,10 @@ def test_store_config_is_validated() -> None:
         RedisStoreConfig(url="redis://h:1", sweep_interval_s=2.0)
     with pytest.raises(ValueError, match="host:port"):
         RedisStoreConfig(cluster_nodes=("nohost",))
+    with pytest.raises(ValueError, match="pipeline_linger_s"):
+        RedisStoreConfig(url="redis://h:1", pipeline_linger_s=-0.001)
+    with pytest.raises(ValueError, match="feed_busy_interval_s"):
+        RedisStoreConfig(url="redis://h:1", feed_busy_interval_s=0.5, view_max_lag_s=0.5)
     assert re.fullmatch(r"[a-z]+", RedisStore.kind)
 
 

@@ -122,6 +122,23 @@ async def test_the_view_never_contradicts_this_process_own_writes(open_store: Op
     assert store.sold_out_fast_path_hits == 0
 
 
+@pytest.mark.parametrize("backing", store_params("redis", "redis-py"), indirect=True)
+async def test_a_busy_feed_is_read_in_rounds_that_bring_many_changes(open_store: Opener) -> None:
+    store = await open_store(feed_busy_interval_s=0.05)
+    truth = await open_store(view=False)
+    await seed(truth)
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a"]))
+    assert store._feed is not None
+    before = store._feed.rounds
+    writes = 60
+    for _ in range(writes):  # another process writes every 5 ms
+        await truth.apply_supply([adjust("sku-a", "dc1", 1)])
+        await asyncio.sleep(0.005)
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a"]))
+    # Read back to back, the feed would take a round per write or so.
+    assert store._feed.rounds - before < writes // 3
+
+
 async def test_a_stale_view_refuses_nothing(open_store: Opener) -> None:
     store = await open_store(view_max_lag_s=0.05)
     truth = await open_store(view=False)

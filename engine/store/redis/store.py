@@ -203,7 +203,9 @@ class RedisStore:
                     await client.initialize()
                 except Exception as exc:
                     raise unavailable(exc) or exc from None
-            runner = self._runner = ScriptRunner(client, load_scripts(), self._lean_connection())
+            runner = self._runner = ScriptRunner(
+                client, load_scripts(), self._lean_connection(), linger_s=self.config.pipeline_linger_s
+            )
             await runner.load()
             self._cross = CrossSlot(
                 runner,
@@ -270,6 +272,7 @@ class RedisStore:
         self._feed = FeedFollower(
             self.client, self._keys, view, self.read_shard,
             cluster=self._cluster, resp=self._lean_connection(),
+            busy_interval_s=self.config.feed_busy_interval_s,
         )  # fmt: skip
         try:
             await self._feed.start()
