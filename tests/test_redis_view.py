@@ -139,6 +139,22 @@ async def test_a_busy_feed_is_read_in_rounds_that_bring_many_changes(open_store:
     assert store._feed.rounds - before < writes // 3
 
 
+@pytest.mark.parametrize("backing", store_params("cluster"), indirect=True)
+async def test_a_quiet_cluster_feed_is_polled_less_often_and_still_followed(open_store: Opener) -> None:
+    store = await open_store()
+    truth = await open_store(view=False)
+    await seed(truth)
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a"]))
+    assert store._feed is not None
+    before = store._feed.rounds
+    await asyncio.sleep(1.0)
+    # Measured: 17 rounds polling every 20 ms (a round of 256 reads takes about
+    # 40 ms itself), 7 backing off to 160 ms.
+    assert store._feed.rounds - before < 12
+    await truth.apply_supply([adjust("sku-a", "dc1", 7)])
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a"]))
+
+
 async def test_a_stale_view_refuses_nothing(open_store: Opener) -> None:
     store = await open_store(view_max_lag_s=0.05)
     truth = await open_store(view=False)

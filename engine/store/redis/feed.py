@@ -23,7 +23,11 @@ the last id it applied per shard and reads on from there:
   reaches the view as soon as it is written;
 - Redis Cluster: streams of different slots cannot share one ``XREAD``, so a
   pipeline of one non-blocking ``XREAD`` per shard every ``interval_s`` (the
-  client splits it per master).
+  client splits it per master). Such a round costs the engine the same
+  whatever it brings (256 commands through redis-py), so a quiet feed is
+  polled less and less often: the pause doubles after each round that
+  brought nothing, up to ``idle_interval_s``, and is back to ``interval_s``
+  after the first round that brings a change.
 
 Gaps. Streams are trimmed to about ``feed_maxlen`` entries. Entries are only
 ever trimmed from the head, so entries this follower has not read can only be
@@ -95,15 +99,17 @@ class FeedFollower:
         batch: int = 1000,
         block_ms: int = 100,
         interval_s: float = 0.02,
+        idle_interval_s: float = 0.16,
         busy_interval_s: float = 0.005,
         check_every_s: float = 1.0,
         resp: RespConnection | None = None,
     ) -> None:
         """``resp``: the follower's own connection on standalone Redis (None: one from redis-py's pool).
 
-        ``interval_s``: the Cluster's polling interval; ``busy_interval_s``: on
-        standalone Redis, the least time between the starts of two reads while
-        they bring changes.
+        ``interval_s``, ``idle_interval_s``: the Cluster's polling interval
+        while changes come, and the longest it grows to while none do;
+        ``busy_interval_s``: on standalone Redis, the least time between the
+        starts of two reads while they bring changes.
         """
         self._client = client
         self._resp = resp
@@ -114,6 +120,8 @@ class FeedFollower:
         self._batch = batch
         self._block_ms = block_ms
         self._interval_s = interval_s
+        self._idle_interval_s = idle_interval_s
+        self._poll_s = interval_s  # the Cluster's pause after the current round
         self._busy_interval_s = busy_interval_s
         self._check_every_s = check_every_s
         self._streams = [keys.feed(k) for k in range(keys.shards)]
@@ -276,10 +284,15 @@ class FeedFollower:
             pipe.xread({name: last}, count=self._batch)
         replies = await pipe.execute()
         full: list[int] = []
+        applied = self.entries_applied
         for reply in replies:
             full.extend(self._apply_reply(reply or []))
         if not full:
-            await asyncio.sleep(self._interval_s)
+            if self.entries_applied != applied:
+                self._poll_s = self._interval_s
+            else:  # quiet: poll less often, up to idle_interval_s
+                self._poll_s = min(self._poll_s * 2, self._idle_interval_s)
+            await asyncio.sleep(self._poll_s)
         return full
 
     def _apply_reply(self, reply: Any) -> list[int]:

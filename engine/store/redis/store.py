@@ -273,6 +273,8 @@ class RedisStore:
             self.client, self._keys, view, self.read_shard,
             cluster=self._cluster, resp=self._lean_connection(),
             busy_interval_s=self.config.feed_busy_interval_s,
+            # A quiet Cluster feed is polled less often, never so rarely that the view goes stale.
+            idle_interval_s=min(0.16, self.config.view_max_lag_s / 2),
         )  # fmt: skip
         try:
             await self._feed.start()
