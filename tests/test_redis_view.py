@@ -148,11 +148,17 @@ async def test_a_quiet_cluster_feed_is_polled_less_often_and_still_followed(open
     assert store._feed is not None
     before = store._feed.rounds
     await asyncio.sleep(1.0)
-    # Measured: 17 rounds polling every 20 ms (a round of 256 reads takes about
-    # 40 ms itself), 7 backing off to 160 ms.
+    # Measured: 47 rounds polling every 20 ms, 8 backing off to 160 ms.
     assert store._feed.rounds - before < 12
     await truth.apply_supply([adjust("sku-a", "dc1", 7)])
     await eventually(lambda: view_matches_store(store, truth, ["sku-a"]))
+    # Connections lost: the follower reconnects (after a failed round, reading the slot map again).
+    connections = [conn for conn, _ in await store._feed._by_master()]
+    for conn in connections:
+        await conn.close()
+    await truth.apply_supply([adjust("sku-a", "dc1", 2)])
+    await eventually(lambda: view_matches_store(store, truth, ["sku-a"]))
+    assert len(connections) == 3  # one per master
 
 
 async def test_a_stale_view_refuses_nothing(open_store: Opener) -> None:

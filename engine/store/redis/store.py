@@ -267,14 +267,16 @@ class RedisStore:
 
     async def _start_view(self) -> None:
         """Load every shard into a fresh view, then follow the feeds."""
-        view = self.view = AvailabilityView(self.config.view_impl, max_lag_s=self.config.view_max_lag_s)
+        config = self.config
+        view = self.view = AvailabilityView(config.view_impl, max_lag_s=config.view_max_lag_s)
         view.set_network(self._net.nodes.values(), self._net.channels.values())
         self._feed = FeedFollower(
             self.client, self._keys, view, self.read_shard,
             cluster=self._cluster, resp=self._lean_connection(),
-            busy_interval_s=self.config.feed_busy_interval_s,
+            master_timeout_s=config.socket_timeout_s if self._cluster and config.lean_transport else None,
+            busy_interval_s=config.feed_busy_interval_s,
             # A quiet Cluster feed is polled less often, never so rarely that the view goes stale.
-            idle_interval_s=min(0.16, self.config.view_max_lag_s / 2),
+            idle_interval_s=min(0.16, config.view_max_lag_s / 2),
         )  # fmt: skip
         try:
             await self._feed.start()
