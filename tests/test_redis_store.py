@@ -570,6 +570,31 @@ async def test_a_stalled_master_holds_up_only_the_calls_bound_for_it(open_cluste
     assert (await raw_row(store, free_sku, "dc1"))["rs"] == 5
 
 
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_call_sent_to_a_master_that_no_longer_serves_its_slot_is_redirected(
+    open_cluster_store: Opener,
+) -> None:
+    """A slot map gone stale (the slot moved, say by resharding): the master
+    answers MOVED, the script did not run there, and the runner sends it again
+    where it belongs, once."""
+    store = await open_cluster_store()
+    await stop_sweeper(store)
+    await seed(store)
+    await store.apply_supply([adjust("sku-z", "dc1", 10)])
+    (rid,) = rids_in_slot_of(store, "sku-z", 1)
+    client, keys = store.client, store.keys
+    slot = keys.slots[keys.shard_of_sku("sku-z")]
+    right = client.get_node_from_key(keys.sku(keys.shard_of_sku("sku-z"), "sku-z"))
+    wrong = next(node for node in client.get_primaries() if node.name != right.name)
+    client.nodes_manager.slots_cache[slot] = [wrong]  # what a map read before the move says
+    held = await asyncio.wait_for(store.reserve(req(rid, ("sku-z", 2))), HANG_GUARD_S)
+    assert held.state == HELD
+    assert (await raw_row(store, "sku-z", "dc1"))["rs"] == 2
+    # redis-py followed the redirection and corrected the map the lanes use.
+    assert client.nodes_manager.slots_cache[slot][0].name == right.name
+
+
 # ===================================================================== settings
 
 

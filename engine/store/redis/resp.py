@@ -1,4 +1,4 @@
-"""A lean pipelined connection to a standalone Redis, for the store's hot paths.
+"""A lean pipelined connection to one Redis server, for the store's hot paths.
 
 Why it exists: the engine sends a pipeline for every turn of its event loop
 (see ``runner.py``), and under gRPC traffic most pipelines carry one to three
@@ -24,8 +24,9 @@ It keeps what the store relies on from redis-py as the store configures it:
   run), and the next pipeline connects afresh.
 
 Plain TCP and Unix sockets only: a ``rediss://`` (TLS) URL has no
-:class:`Endpoint`, and the store keeps redis-py for it. Redis Cluster keeps
-redis-py too (its pipelines follow MOVED/ASK redirections).
+:class:`Endpoint`, and the store keeps redis-py for it. On a Redis Cluster
+the runner and the change feed keep one per master, and leave following
+MOVED/ASK redirections and reading the topology to redis-py.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class RespConnection:
-    """Pipelines over one socket to a standalone Redis, connected on first use and after a loss.
+    """Pipelines over one socket to one Redis server, connected on first use and after a loss.
 
     ``execute`` may be called by many tasks at once: each pipeline is written
     whole and its replies are matched in order. ``timeout_s`` bounds the wait

@@ -33,10 +33,18 @@ by hiredis: a fraction of redis-py's cost per pipeline, see ``resp.py``), or
 as a redis-py pipeline where there is none (TLS).
 
 On a Redis Cluster a batch is split per master (by the slot of each call's
-first key; every call's keys share a slot) and the per-master pipelines run
-concurrently, each as a redis-py ``ClusterPipeline`` (which follows MOVED/ASK
-redirections; a redirected command was not executed, so that retry is safe).
-A master that fails fails only the calls sent to it.
+first key, from redis-py's slot map; every call's keys share a slot) and the
+per-master pipelines run concurrently. With ``master_timeout_s`` set (the
+store's default) each goes over a connection of the runner's own to its
+master, like the standalone one; the calls that come back redirected
+(``MOVED``/``ASK``: the slot is served elsewhere now, and a redirected
+command was not executed, so resending is safe) are sent again through a
+redis-py ``ClusterPipeline``, which follows the redirection and updates the
+slot map the lanes are chosen by. A master that cannot be reached fails its
+calls as unavailable and has redis-py read the topology again (a failover
+moves its slots), at most once a second. Without ``master_timeout_s`` every
+per-master pipeline is a ``ClusterPipeline``. A master that fails fails only
+the calls sent to it.
 
 ``NOSCRIPT`` (Redis restarted without its script cache, ``SCRIPT FLUSH``, a
 failover to a node that never saw ``SCRIPT LOAD``): the runner loads every
@@ -67,7 +75,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from engine.core.errors import StoreUnavailable
 from engine.observability import metrics
-from engine.store.redis.resp import RespConnection, pack
+from engine.store.redis.resp import Endpoint, RespConnection, pack
 from engine.store.redis.scripts import Script
 
 __all__ = ["RunnerStats", "ScriptRunner", "unavailable"]
@@ -88,6 +96,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 # Server errors without a class of their own in redis-py that mean "not now".
+# Replies that say a Cluster slot is served by another node: the command did not run.
+_MOVED = ("MOVED ", "ASK ")
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "OOM")
 
 
@@ -109,6 +119,14 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
         error.__cause__ = exc
         return error
     return None
+
+
+def _packed(batch: list[_Call]) -> list[bytes]:
+    return [pack("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch]
+
+
+def _redirected(error: rx.ResponseError) -> bool:
+    return str(error).startswith(_MOVED)
 
 
 @dataclass(slots=True)
@@ -142,6 +160,7 @@ RATE_WINDOW_S = 0.05
 class _Lane:
     """The calls bound for one Redis server, whether its pipeline is out, how fast calls come."""
 
+    server: str = ""  # "host:port" of its master on a Cluster; "" on standalone Redis or not known
     waiting: list[_Call] = field(default_factory=list)
     busy: bool = False
     linger: asyncio.TimerHandle | None = None  # set while the waiting calls linger
@@ -163,13 +182,21 @@ class ScriptRunner:
         resp: RespConnection | None = None,
         *,
         linger_s: float = 0.0,
+        master_timeout_s: float | None = None,
     ) -> None:
         """``resp``: the connection for script pipelines on standalone Redis (None: redis-py's).
 
         ``linger_s``: the longest a busy lane holds a call for company (0: never).
+        ``master_timeout_s``: on a Cluster, send over connections of the
+        runner's own to each master, with this timeout (None: redis-py's).
         """
         if resp is not None and isinstance(client, RedisCluster):
             raise ValueError("a RespConnection reaches one server: not for a Redis Cluster")
+        if master_timeout_s is not None and not isinstance(client, RedisCluster):
+            raise ValueError("master_timeout_s is for a Redis Cluster")
+        self._master_timeout_s = master_timeout_s
+        self._masters: dict[str, RespConnection] = {}  # by "host:port"
+        self._refreshed_at = float("-inf")  # when a topology refresh was last asked for
         self._client = client
         self._resp = resp
         self._cluster = isinstance(client, RedisCluster)
@@ -219,7 +246,7 @@ class ScriptRunner:
             server = self._server_of(call) if self._cluster else ""
             lane = self._lanes.get(server)
             if lane is None:
-                lane = self._lanes[server] = _Lane()
+                lane = self._lanes[server] = _Lane(server)
             touched[server] = lane
             if not lane.waiting:
                 lane.since, lane.gap_s = now, now - lane.last_call
@@ -266,7 +293,7 @@ class ScriptRunner:
             lane.linger = None
         batch, lane.waiting = lane.waiting, []
         lane.busy = True
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = asyncio.get_running_loop().create_task(self._send(batch, lane.server))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._sent(lane, done))
 
@@ -295,17 +322,19 @@ class ScriptRunner:
             lane.waiting = []
         if self._resp is not None:
             await self._resp.close()
+        for conn in self._masters.values():
+            await conn.close()
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: list[_Call], server: str) -> None:
         try:
             loads = self._loads
-            results = await self._pipeline(self._client, batch)
+            results = await self._pipeline(self._client, batch, server)
             noscript = [i for i, result in enumerate(results) if isinstance(result, rx.NoScriptError)]
             if noscript:
                 await self._reload(loads)
-                again = await self._pipeline(self._client, [batch[i] for i in noscript])
+                again = await self._pipeline(self._client, [batch[i] for i in noscript], server)
                 for i, result in zip(noscript, again, strict=True):
                     results[i] = result
         except BaseException as exc:
@@ -322,6 +351,49 @@ class ScriptRunner:
                 self._fail(call, result)
             elif not call.future.done():
                 call.future.set_result(result)
+
+    async def _via_master(self, server: str, batch: list[_Call]) -> list[Any]:
+        """One pipeline over the runner's own connection to a Cluster master; redirected calls again."""
+        conn = self._masters.get(server)
+        if conn is None:
+            assert self._master_timeout_s is not None
+            host, _, port = server.rpartition(":")
+            conn = self._masters[server] = RespConnection(
+                Endpoint(host=host, port=int(port)), timeout_s=self._master_timeout_s
+            )
+        try:
+            results = await conn.execute(_packed(batch))
+        except Exception:
+            self._refresh_topology()
+            raise
+        moved = [i for i, r in enumerate(results) if isinstance(r, rx.ResponseError) and _redirected(r)]
+        if moved:
+            assert isinstance(self._client, RedisCluster)
+            pipe = self._client.pipeline()
+            for i in moved:
+                call = batch[i]
+                pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+            for i, result in zip(moved, await pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+        return results
+
+    def _refresh_topology(self) -> None:
+        """Have redis-py read the Cluster's topology again (at most once a second), in the background."""
+        now = time.monotonic()
+        if now - self._refreshed_at < 1.0:
+            return
+        self._refreshed_at = now
+        assert isinstance(self._client, RedisCluster)
+        task = asyncio.get_running_loop().create_task(self._refresh(self._client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _refresh(client: RedisCluster) -> None:
+        try:
+            await client.nodes_manager.initialize()
+        except Exception as exc:  # the next failed call asks again
+            log.warning("could not read the Redis Cluster topology again: %s", exc)
 
     def _fail(self, call: _Call, exc: BaseException) -> None:
         if call.future.done():
@@ -343,7 +415,9 @@ class ScriptRunner:
             log.warning("Redis answered NOSCRIPT (restarted or flushed?): loading the scripts again")
             await self.load()
 
-    async def _pipeline(self, client: Redis | RedisCluster, batch: list[_Call]) -> list[Any]:
+    async def _pipeline(
+        self, client: Redis | RedisCluster, batch: list[_Call], server: str = ""
+    ) -> list[Any]:
         stats = self.stats
         stats.pipelines += 1
         stats.calls += len(batch)
@@ -354,9 +428,9 @@ class ScriptRunner:
         started = time.perf_counter()
         try:
             if self._resp is not None:
-                results = await self._resp.execute(
-                    [pack("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch]
-                )
+                results = await self._resp.execute(_packed(batch))
+            elif server and self._master_timeout_s is not None:
+                results = await self._via_master(server, batch)
             else:
                 pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
                 for call in batch:

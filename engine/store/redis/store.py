@@ -204,8 +204,9 @@ class RedisStore:
                 except Exception as exc:
                     raise unavailable(exc) or exc from None
             runner = self._runner = ScriptRunner(
-                client, load_scripts(), self._lean_connection(), linger_s=self.config.pipeline_linger_s
-            )
+                client, load_scripts(), self._lean_connection(), linger_s=self.config.pipeline_linger_s,
+                master_timeout_s=self._master_timeout_s(),
+            )  # fmt: skip
             await runner.load()
             self._cross = CrossSlot(
                 runner,
@@ -273,7 +274,7 @@ class RedisStore:
         self._feed = FeedFollower(
             self.client, self._keys, view, self.read_shard,
             cluster=self._cluster, resp=self._lean_connection(),
-            master_timeout_s=config.socket_timeout_s if self._cluster and config.lean_transport else None,
+            master_timeout_s=self._master_timeout_s(),
             busy_interval_s=config.feed_busy_interval_s,
             # A quiet Cluster feed is polled less often, never so rarely that the view goes stale.
             idle_interval_s=min(0.16, config.view_max_lag_s / 2),
@@ -285,6 +286,11 @@ class RedisStore:
             await self._disconnect()
             self._phase = "closed"
             raise
+
+    def _master_timeout_s(self) -> float | None:
+        """On a Cluster, the timeout of the engine's own connections to each master (None: use redis-py)."""
+        config = self.config
+        return config.socket_timeout_s if config.cluster_nodes and config.lean_transport else None
 
     def _lean_connection(self) -> RespConnection | None:
         """A connection of the engine's own to standalone Redis (None: use redis-py; see config)."""
