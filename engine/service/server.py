@@ -68,6 +68,29 @@ ENGINE_METHODS: tuple[str, ...] = tuple(
 )
 
 
+class _GenericHandlersOnly:
+    """What the generated ``add_*Servicer_to_server`` functions register, as generic handlers only.
+
+    They also register each method on its own (``add_registered_method_handlers``).
+    grpc.aio's server then keeps one pending request per registered method and,
+    for every RPC it accepts, waits on all of them at once (``asyncio.wait``
+    over some 30 futures, in its ``_server_main_loop``): a cost per call that
+    grows with the API. The generic handler serves the same methods through
+    one pending request.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        """Left out on purpose (see the class)."""
+
+
 class EngineServer:
     """The grpc.aio server with everything registered; create it inside the running loop."""
 
@@ -109,18 +132,19 @@ class EngineServer:
         promiser = StorePromiser(
             store, carriers=config.carriers or default_carriers(), clock=clock, impl=config.promise_impl
         )
+        handlers = _GenericHandlersOnly(self._server)
         inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
-            InventoryServicer(store, promiser), self._server
+            InventoryServicer(store, promiser), handlers
         )
         supply_service_pb2_grpc.add_SupplyServiceServicer_to_server(
-            SupplyServicer(store, clock=clock), self._server
+            SupplyServicer(store, clock=clock), handlers
         )
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(
-            NetworkServicer(store, carriers=promiser.configured_carriers), self._server
+            NetworkServicer(store, carriers=promiser.configured_carriers), handlers
         )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store), self._server)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store), handlers)
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
