@@ -356,6 +356,31 @@ async def test_one_process_sweeps_and_another_takes_over_when_it_stops(open_stor
 
 @pytest.mark.redis
 @pytest.mark.asyncio
+async def test_an_outage_logs_the_first_skipped_sweep_and_the_end_not_every_sweep(
+    open_store: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_store(sweep_interval_s=0.01)
+    real_tick, calls = store._sweep_tick, 0
+
+    async def out_of_reach() -> list[str]:
+        nonlocal calls
+        calls += 1
+        raise StoreUnavailable("Redis is unavailable (test)", reason="STORE_UNAVAILABLE")
+
+    with caplog.at_level(logging.WARNING, logger="engine.store.redis"):
+        store._sweep_tick = out_of_reach  # type: ignore[method-assign]
+        await until(lambda: calls >= 20, "twenty sweeps skipped")
+        store._sweep_tick = real_tick  # type: ignore[method-assign]
+        await until(lambda: any("resumed" in r.message for r in caplog.records), "the resumption is said")
+    lines = [r.getMessage() for r in caplog.records if "sweep" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "expiry sweep skipped (1 in this outage)" in lines[0]
+    assert re.fullmatch(r"expiry sweeps resumed after \d+ skipped", lines[1])
+    assert int(lines[1].split()[4]) >= 20
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
 async def test_close_stops_the_sweeper_even_when_its_cancellation_is_lost(open_store: Opener) -> None:
     """Python 3.11's asyncio.wait_for, which redis-py awaits around every socket
     write, can swallow a cancellation; the sweeper then kept looping and

@@ -78,6 +78,9 @@ __all__ = ["NamespaceMismatch", "RedisStore", "RedisStoreStats"]
 
 log = logging.getLogger("engine.store.redis")
 
+# While Redis is out of reach, one "expiry sweep skipped" line per this many seconds.
+SKIPPED_SWEEPS_LOG_S = 30.0
+
 # Facts of this many reservations are cached per process (they never change).
 FACTS_CACHE_SIZE = 100_000
 # SKUs read by one call of rows.lua (a big availability request becomes several
@@ -1015,6 +1018,9 @@ class RedisStore:
     async def _sweep_loop(self) -> None:
         interval = self.config.sweep_interval_s
         task = asyncio.current_task()
+        # While Redis is out of reach the sweep fails every interval: the first
+        # skip is logged, then one line per SKIPPED_SWEEPS_LOG_S, and the end.
+        skipped, logged_at = 0, float("-inf")
         # The phase test ends the loop even if a cancellation was swallowed on
         # the way (a client library turning it into a connection error).
         while self._phase == "running":
@@ -1027,9 +1033,16 @@ class RedisStore:
                 if self._phase != "running":
                     return  # closing: the sweep was cut short on purpose
                 if isinstance(exc, StoreUnavailable):
-                    log.warning("expiry sweep skipped: %s", exc)
+                    skipped += 1
+                    if time.monotonic() - logged_at >= SKIPPED_SWEEPS_LOG_S:
+                        logged_at = time.monotonic()
+                        log.warning("expiry sweep skipped (%d in this outage): %s", skipped, exc)
                 else:
                     log.exception("expiry sweep failed")
+            else:
+                if skipped:
+                    log.warning("expiry sweeps resumed after %d skipped", skipped)
+                    skipped, logged_at = 0, float("-inf")
 
     def _lease_ms(self) -> int:
         # Three ticks of slack before another process takes over: a loop stall
