@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
+from redis import exceptions as rx
 from store_helpers import (
     T0,
     Backing,
@@ -568,6 +569,32 @@ async def test_calls_coming_fast_linger_for_company_and_a_lone_call_does_not(ope
     assert [r.state for r in await asyncio.gather(*calls)] == [HELD] * len(last)
 
 
+@pytest.mark.parametrize("backing", REDIS, indirect=True)
+@pytest.mark.asyncio
+async def test_closing_sends_the_calls_waiting_behind_a_pipeline_of_a_busy_lane(open_store: Opener) -> None:
+    store = await open_store(pipeline_linger_s=0.1)
+    await stop_sweeper(store)
+    await seed(store)
+    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    first, second = rids_in_slot_of(store, "sku-z", 2)
+    async with scripts_paused(store, "sku-z"):
+        before = store.stats.runner
+        out = asyncio.ensure_future(store.reserve(req(first, ("sku-z", 1))))
+        await until(lambda: store.stats.runner.pipelines > before.pipelines, "its pipeline is out")
+        # The lane counts as busy from here on (its rate is not measured again meanwhile).
+        assert store._runner is not None
+        for lane in store._runner._lanes.values():
+            lane.rate, lane.window_start = 1e6, time.monotonic() + 3600
+        behind = asyncio.ensure_future(store.reserve(req(second, ("sku-z", 1))))
+        await until(lambda: calls_waiting(store) == 1, "a call waits behind it")
+        # The runner's own close (the store's sends a lease call first, which would wait alongside).
+        closing = asyncio.ensure_future(store._runner.close())
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(closing, HANG_GUARD_S)
+    assert [r.state for r in await asyncio.gather(out, behind)] == [HELD, HELD]
+    assert not lingering(store)
+
+
 @pytest.mark.redis
 @pytest.mark.asyncio
 async def test_a_stalled_master_holds_up_only_the_calls_bound_for_it(open_cluster_store: Opener) -> None:
@@ -618,6 +645,48 @@ async def test_a_call_sent_to_a_master_that_no_longer_serves_its_slot_is_redirec
     assert (await raw_row(store, "sku-z", "dc1"))["rs"] == 2
     # redis-py followed the redirection and corrected the map the lanes use.
     assert client.nodes_manager.slots_cache[slot][0].name == right.name
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_failed_resend_of_a_redirected_call_fails_only_that_call(open_cluster_store: Opener) -> None:
+    store = await open_cluster_store()
+    await stop_sweeper(store)
+    await seed(store)
+    client, keys = store.client, store.keys
+
+    def master_of(sku: str) -> Any:
+        return client.get_node_from_key(keys.sku(keys.shard_of_sku(sku), sku))
+
+    by_master: dict[str, str] = {}
+    for sku in skus_in_distinct_slots(keys, 64):
+        by_master.setdefault(master_of(sku).name, sku)
+    home_sku, moved_sku = list(by_master.values())[:2]
+    home = master_of(home_sku)
+    await store.apply_supply([adjust(home_sku, "dc1", 10), adjust(moved_sku, "dc1", 10)])
+    (home_rid,) = rids_in_slot_of(store, home_sku, 1, prefix="h")
+    (moved_rid,) = rids_in_slot_of(store, moved_sku, 1, prefix="m")
+    # moved_sku's slot looks served by home's master: both calls share its pipeline,
+    # home answers MOVED for one, and the resend through redis-py fails (a node
+    # dying mid-redirect cannot be staged here, so the pipeline is made to fail).
+    client.nodes_manager.slots_cache[keys.slots[keys.shard_of_sku(moved_sku)]] = [home]
+
+    class FailingPipeline:
+        def execute_command(self, *args: Any) -> None:
+            pass
+
+        async def execute(self, raise_on_error: bool = True) -> list[Any]:
+            raise rx.ConnectionError("the node died")
+
+    client.pipeline = lambda *a, **k: FailingPipeline()
+    results = await asyncio.gather(
+        store.reserve(req(home_rid, (home_sku, 1))), store.reserve(req(moved_rid, (moved_sku, 1))),
+        return_exceptions=True,
+    )
+    del client.pipeline
+    assert not isinstance(results[0], BaseException) and results[0].state == HELD
+    assert isinstance(results[1], StoreUnavailable)
+    assert (await raw_row(store, home_sku, "dc1"))["rs"] == 1
 
 
 # ===================================================================== settings

@@ -305,10 +305,12 @@ class ScriptRunner:
         self._dispatch(lane, time.monotonic())
 
     async def close(self) -> None:
-        """Send what lingers, and wait for the pipelines in flight (their callers are waiting for them)."""
+        """Send what lingers or waits, and wait for the pipelines in flight (their callers wait for them)."""
+        self._linger_s = 0.0  # from now on a lane sends what it has as soon as it may
         for lane in self._lanes.values():
             if lane.linger is not None:
                 self._start(lane)
+        # A pipeline that returns starts what waited behind it, a task that this loop waits for too.
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         stranded = [call for lane in self._lanes.values() for call in lane.waiting] + self._pending
@@ -373,7 +375,13 @@ class ScriptRunner:
             for i in moved:
                 call = batch[i]
                 pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
-            for i, result in zip(moved, await pipe.execute(raise_on_error=False), strict=True):
+            try:
+                again: list[Any] = list(await pipe.execute(raise_on_error=False))
+            except Exception as exc:
+                # Only the redirected calls fail: the others ran and keep their replies.
+                self._refresh_topology()
+                again = [exc] * len(moved)
+            for i, result in zip(moved, again, strict=True):
                 results[i] = result
         return results
 
