@@ -432,6 +432,15 @@ async def stop_sweeper(store: RedisStore) -> None:
     await asyncio.wait({store._sweeper})
 
 
+async def hot_sku_store(open_store: Opener, **config: Any) -> RedisStore:
+    """Seeded, with 1,000 units of sku-z, and no sweeper (its calls would join the pipelines counted)."""
+    store = await open_store(**config)
+    await stop_sweeper(store)
+    await seed(store)
+    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    return store
+
+
 def rids_in_slot_of(store: RedisStore, sku: str, count: int, prefix: str = "r") -> list[str]:
     """Reservation ids whose directory shares ``sku``'s slot: a reserve of ``sku``
     under one of them is one script call, on the Cluster too."""
@@ -472,10 +481,7 @@ def calls_waiting(store: RedisStore) -> int:
 @pytest.mark.parametrize("backing", REDIS, indirect=True)
 @pytest.mark.asyncio
 async def test_calls_made_in_one_loop_turn_go_out_as_one_pipeline_per_master(open_store: Opener) -> None:
-    store = await open_store()
-    await stop_sweeper(store)
-    await seed(store)
-    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    store = await hot_sku_store(open_store)
     # On the Cluster, ids in sku-z's slot: each reserve is one script call.
     cluster = bool(store.config.cluster_nodes)
     rids = rids_in_slot_of(store, "sku-z", 50) if cluster else [f"r{i}" for i in range(200)]
@@ -494,10 +500,7 @@ async def test_calls_made_in_one_loop_turn_go_out_as_one_pipeline_per_master(ope
 async def test_calls_made_while_a_pipeline_is_out_leave_together_when_its_reply_is_in(
     open_store: Opener,
 ) -> None:
-    store = await open_store()
-    await stop_sweeper(store)
-    await seed(store)
-    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    store = await hot_sku_store(open_store)
     first, *later = rids_in_slot_of(store, "sku-z", 11)
     before = store.stats.runner
     async with scripts_paused(store, "sku-z"):
@@ -537,10 +540,7 @@ async def burst(store: RedisStore, rids: list[str], gap_s: float) -> list[asynci
 @pytest.mark.asyncio
 async def test_calls_coming_fast_linger_for_company_and_a_lone_call_does_not(open_store: Opener) -> None:
     # A linger far longer than the gaps between calls: lingering shows in the pipeline sizes.
-    store = await open_store(pipeline_linger_s=0.1)
-    await stop_sweeper(store)
-    await seed(store)
-    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    store = await hot_sku_store(open_store, pipeline_linger_s=0.1)
     rids = rids_in_slot_of(store, "sku-z", 121)
     steady, lone, last = rids[:80], rids[80], rids[81:]
     await asyncio.sleep(2 * RATE_WINDOW_S)  # the rate starts from quiet
@@ -572,10 +572,7 @@ async def test_calls_coming_fast_linger_for_company_and_a_lone_call_does_not(ope
 @pytest.mark.parametrize("backing", REDIS, indirect=True)
 @pytest.mark.asyncio
 async def test_closing_sends_the_calls_waiting_behind_a_pipeline_of_a_busy_lane(open_store: Opener) -> None:
-    store = await open_store(pipeline_linger_s=0.1)
-    await stop_sweeper(store)
-    await seed(store)
-    await store.apply_supply([adjust("sku-z", "dc1", 1_000)])
+    store = await hot_sku_store(open_store, pipeline_linger_s=0.1)
     first, second = rids_in_slot_of(store, "sku-z", 2)
     async with scripts_paused(store, "sku-z"):
         before = store.stats.runner

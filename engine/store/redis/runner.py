@@ -96,8 +96,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 # Server errors without a class of their own in redis-py that mean "not now".
-# Replies that say a Cluster slot is served by another node: the command did not run.
-_MOVED = ("MOVED ", "ASK ")
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "OOM")
 
 
@@ -121,12 +119,24 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
     return None
 
 
+# Replies that say a Cluster slot is served by another node: the command did not run.
+_MOVED = ("MOVED ", "ASK ")
+
+
 def _packed(batch: list[_Call]) -> list[bytes]:
     return [pack("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch]
 
 
 def _redirected(error: rx.ResponseError) -> bool:
     return str(error).startswith(_MOVED)
+
+
+async def _via_redis_py(client: Redis | RedisCluster, batch: list[_Call]) -> list[Any]:
+    """One redis-py pipeline (a ClusterPipeline follows MOVED/ASK); errors come back in place."""
+    pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
+    for call in batch:
+        pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 @dataclass(slots=True)
@@ -370,13 +380,8 @@ class ScriptRunner:
             raise
         moved = [i for i, r in enumerate(results) if isinstance(r, rx.ResponseError) and _redirected(r)]
         if moved:
-            assert isinstance(self._client, RedisCluster)
-            pipe = self._client.pipeline()
-            for i in moved:
-                call = batch[i]
-                pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
             try:
-                again: list[Any] = list(await pipe.execute(raise_on_error=False))
+                again = await _via_redis_py(self._client, [batch[i] for i in moved])
             except Exception as exc:
                 # Only the redirected calls fail: the others ran and keep their replies.
                 self._refresh_topology()
@@ -440,10 +445,7 @@ class ScriptRunner:
             elif server and self._master_timeout_s is not None:
                 results = await self._via_master(server, batch)
             else:
-                pipe = client.pipeline(transaction=False) if isinstance(client, Redis) else client.pipeline()
-                for call in batch:
-                    pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
-                results = list(await pipe.execute(raise_on_error=False))
+                results = await _via_redis_py(client, batch)
         except Exception as exc:
             for call in batch:
                 metrics.record_redis_error(call.script.name, exc)
