@@ -35,14 +35,14 @@ and :func:`to_engine_error` rebuilds the engine exception.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+import grpc.aio
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from engine._proto.inventory.v1 import error_details_pb2 as inventory_error_details_pb2
 from engine.core.errors import (
@@ -62,6 +62,7 @@ from engine.core.errors import (
     UnknownChannel,
     UnknownNode,
 )
+from engine.service import status_wire
 
 __all__ = [
     "DETAILS_BUDGET",
@@ -75,6 +76,7 @@ __all__ = [
     "PreconditionViolation",
     "code_for",
     "decode_error",
+    "set_status",
     "status_for",
     "to_engine_error",
 ]
@@ -147,6 +149,21 @@ def code_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def set_status(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+    """Answer the call with ``status``: its handler returns None next.
+
+    grpc.aio sends a handler's non-OK code with its details and trailers and no
+    message. ``context.abort_with_status`` would send the same, but it sends the
+    status as a batch of its own and then unwinds an AbortError through
+    grpc.aio: about 50 us more server CPU per refused call (a fifth of a whole
+    no-op RPC), measured by `bench flash-sale`'s failing no-op
+    (``error_noop_*``) on the path every sold-out reject takes.
+    """
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
+
+
 def status_for(
     exc: BaseException,
     *,
@@ -162,43 +179,52 @@ def status_for(
     INTERNAL without a word about what happened: internals stay in the log.
     """
     code = code_for(exc)
-    info = error_details_pb2.ErrorInfo(domain=DOMAIN)
-    if metadata:
-        info.metadata.update(metadata)
-    extra: list[Any] = []
-    if isinstance(exc, EngineError) and code is not grpc.StatusCode.INTERNAL:
-        info.reason = exc.reason
-        message = exc.message
-        extra = _details_for(exc, info)
+    info_metadata = dict(metadata) if metadata else {}
+    extra = b""
+    if type(exc) is OutOfStock:
+        reason = exc.reason
+        message, shortfall_metadata, extra = _out_of_stock_parts(exc.shortfalls)
+        info_metadata.update(shortfall_metadata)
+    elif isinstance(exc, EngineError) and code is not grpc.StatusCode.INTERNAL:
+        reason = exc.reason
+        message = _capped(exc.message)
+        extra = status_wire.details(status_wire.packed(d) for d in _details_for(exc, info_metadata))
     else:
-        info.reason = "INTERNAL"
-        message = "internal error" + (f" (request id {request_id})" if request_id else "")
-    if len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 3] + "..."
-    details = [info]
+        reason = "INTERNAL"
+        message = _capped("internal error" + (f" (request id {request_id})" if request_id else ""))
+    anys = [status_wire.error_info(reason, DOMAIN, info_metadata.items())]
     if request_id:
-        details.append(error_details_pb2.RequestInfo(request_id=request_id))
-    details.extend(extra)
-    status = status_pb2.Status(code=code.value[0], message=message)
-    for detail in details:
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
-    grpc_status = rpc_status.to_status(status)
-    return _Status(
-        grpc_status.code, grpc_status.details, (*trailing_metadata, *grpc_status.trailing_metadata)
-    )
+        anys.append(status_wire.request_info(request_id))
+    # Serialized repeated fields concatenate: the other details go after these.
+    details = status_wire.status(code.value[0], message, anys) + extra
+    return _Status(code, message, (*trailing_metadata, (_DETAILS_KEY, details)))
 
 
-def _details_for(exc: EngineError, info: error_details_pb2.ErrorInfo) -> list[Any]:
+def _capped(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
+
+
+@functools.lru_cache(maxsize=1024)
+def _out_of_stock_parts(shortfalls: tuple[Shortfall, ...]) -> tuple[str, tuple[tuple[str, str], ...], bytes]:
+    """What an OUT_OF_STOCK status says beyond the call's ids: its message, the
+    ErrorInfo metadata it adds, and its other details as ``Status.details``
+    bytes. Every sold-out reject of a flash sale has the same shortfalls."""
+    exc = OutOfStock(shortfalls)
+    info_metadata: dict[str, str] = {}
+    extra = status_wire.details(status_wire.packed(d) for d in _details_for(exc, info_metadata))
+    return _capped(exc.message), tuple(info_metadata.items()), extra
+
+
+def _details_for(exc: EngineError, info_metadata: dict[str, str]) -> list[Message]:
+    """The details after ErrorInfo and RequestInfo; adds to ``info_metadata``."""
     if isinstance(exc, InvalidArgument):
         if isinstance(exc, UnknownChannel):
-            info.metadata["channel"] = exc.channel
+            info_metadata["channel"] = exc.channel
         elif isinstance(exc, UnknownNode):
-            info.metadata["node"] = exc.node
+            info_metadata["node"] = exc.node
         elif isinstance(exc, NodeNotEligible):
-            info.metadata["node"] = exc.node
-            info.metadata["channel"] = exc.channel
+            info_metadata["node"] = exc.node
+            info_metadata["channel"] = exc.channel
         bad_request = error_details_pb2.BadRequest()
         budget = DETAILS_BUDGET
         for v in exc.violations:
@@ -208,9 +234,9 @@ def _details_for(exc: EngineError, info: error_details_pb2.ErrorInfo) -> list[An
                 break
             bad_request.field_violations.append(item)
         total = len(exc.violations)
-        info.metadata["field_violations"] = str(total)
+        info_metadata["field_violations"] = str(total)
         if len(bad_request.field_violations) < total:
-            info.metadata["omitted_field_violations"] = str(total - len(bad_request.field_violations))
+            info_metadata["omitted_field_violations"] = str(total - len(bad_request.field_violations))
         return [bad_request]
     if isinstance(exc, OutOfStock):
         detail = inventory_error_details_pb2.OutOfStockDetail()
@@ -237,12 +263,12 @@ def _details_for(exc: EngineError, info: error_details_pb2.ErrorInfo) -> list[An
                 break
             failure.violations.append(violation)
         total = len(exc.shortfalls)
-        info.metadata["short_lines"] = str(total)
+        info_metadata["short_lines"] = str(total)
         if len(detail.shortfalls) < total:
-            info.metadata["omitted_shortfalls"] = str(total - len(detail.shortfalls))
+            info_metadata["omitted_shortfalls"] = str(total - len(detail.shortfalls))
         return [detail, failure]
     if isinstance(exc, IllegalTransition | StockRejected | NotAllowed):
-        subject = exc.subject if isinstance(exc, NotAllowed) else info.metadata.get("reservation_id", "")
+        subject = exc.subject if isinstance(exc, NotAllowed) else info_metadata.get("reservation_id", "")
         return [
             error_details_pb2.PreconditionFailure(
                 violations=[
@@ -253,7 +279,7 @@ def _details_for(exc: EngineError, info: error_details_pb2.ErrorInfo) -> list[An
             )
         ]
     if isinstance(exc, NotFound):
-        rid = info.metadata.get("reservation_id")
+        rid = info_metadata.get("reservation_id")
         if rid is not None:
             return [
                 error_details_pb2.ResourceInfo(

@@ -23,7 +23,7 @@ import grpc
 import grpc.aio
 
 from engine.core.validation import is_valid_request_id
-from engine.service.errors import Overloaded, status_for
+from engine.service.errors import Overloaded, set_status, status_for
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -162,14 +162,14 @@ class AdmissionInterceptor(_UnaryWrapper):
             if limiter.in_flight >= limiter.max_in_flight:
                 limiter.rejected += 1
                 error = Overloaded(f"more than {limiter.max_in_flight} calls in flight; retry later")
-                await context.abort_with_status(
-                    status_for(
-                        error,
-                        request_id=current_request_id.get() or None,
-                        metadata={"max_in_flight": str(limiter.max_in_flight)},
-                        trailing_metadata=tuple(context.trailing_metadata() or ()),
-                    )
+                status = status_for(
+                    error,
+                    request_id=current_request_id.get() or None,
+                    metadata={"max_in_flight": str(limiter.max_in_flight)},
+                    trailing_metadata=tuple(context.trailing_metadata() or ()),
                 )
+                set_status(context, status)  # not abort: shedding must stay cheap
+                return None
             limiter.in_flight += 1
             try:
                 return await behavior(request, context)

@@ -10,9 +10,10 @@ the measured time and codes.
 
 The status code of a finished call comes from where grpc.aio keeps it:
 
-- the handler returned: OK, unless it set another code with ``set_code``;
-- the handler aborted (``abort``/``abort_with_status``, which is how every engine
-  error leaves a servicer): the code it aborted with, read from the context;
+- the handler returned: OK, unless it set another code with ``set_code``, which
+  is how every engine error leaves a servicer (``errors.set_status``);
+- the handler aborted (``abort``/``abort_with_status``): the code it aborted
+  with, read from the context;
 - the handler raised anything else: UNKNOWN, which is what grpc.aio answers;
 - the handler was cancelled: DEADLINE_EXCEEDED if the call's deadline has
   passed, else CANCELLED (the client went away).

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc.aio
 
@@ -56,7 +56,7 @@ from engine.core.validation import (
 )
 from engine.observability import metrics
 from engine.service import convert
-from engine.service.errors import DeadlineExceeded, code_for, status_for
+from engine.service.errors import DeadlineExceeded, code_for, set_status, status_for
 from engine.service.interceptors import current_request_id
 from engine.service.quoting import StorePromiser
 from engine.store.base import CarrierRecord, Store
@@ -84,21 +84,18 @@ def check_deadline(context: grpc.aio.ServicerContext) -> None:
         raise DeadlineExceeded("the call's deadline passed before it reached the store; nothing changed")
 
 
-async def fail(
-    context: grpc.aio.ServicerContext, exc: Exception, metadata: dict[str, str] | None = None
-) -> NoReturn:
+def fail(context: grpc.aio.ServicerContext, exc: Exception, metadata: dict[str, str] | None = None) -> None:
+    """Answer the call with ``exc``'s status (see :func:`set_status`); the servicer returns None next."""
     request_id = current_request_id.get()
     if code_for(exc) is grpc.StatusCode.INTERNAL or not isinstance(exc, EngineError):
         log.error("internal error serving request %s", request_id or "-", exc_info=exc)
-    await context.abort_with_status(
-        status_for(
-            exc,
-            request_id=request_id or None,
-            metadata=metadata,
-            trailing_metadata=tuple(context.trailing_metadata() or ()),
-        )
+    status = status_for(
+        exc,
+        request_id=request_id or None,
+        metadata=metadata,
+        trailing_metadata=tuple(context.trailing_metadata() or ()),
     )
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
+    set_status(context, status)
 
 
 def _reservation_metadata(reservation_id: str) -> dict[str, str] | None:
@@ -115,7 +112,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
 
     async def Reserve(
         self, request: inventory_service_pb2.ReserveRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         try:
             reserve = convert.reserve_request(request)
             validate_reserve(reserve)
@@ -154,7 +151,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         except Exception as exc:
             # Refusals are counted where they are answered (store and fast path alike).
             metrics.record_reserve_error(request.channel, exc)
-            await fail(context, exc, _reservation_metadata(request.reservation_id))
+            fail(context, exc, _reservation_metadata(request.reservation_id))
+            return None
 
     async def _exists(self, reservation_id: str) -> bool:
         try:
@@ -165,7 +163,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
 
     async def Commit(
         self, request: inventory_service_pb2.CommitRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         try:
             validate_reservation_id(request.reservation_id)
             check_deadline(context)
@@ -174,16 +172,17 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             metrics.record_transition("committed", reservation)
             return convert.reservation_pb(reservation)
         except Exception as exc:
-            await fail(context, exc, _reservation_metadata(request.reservation_id))
+            fail(context, exc, _reservation_metadata(request.reservation_id))
+            return None
 
     async def Release(
         self, request: inventory_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         return await self._change_lines(self._store.release, request, context, "released")
 
     async def Fulfill(
         self, request: inventory_service_pb2.FulfillRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         return await self._change_lines(self._store.fulfill, request, context, "fulfilled")
 
     async def _change_lines(
@@ -192,7 +191,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         request: inventory_service_pb2.ReleaseRequest | inventory_service_pb2.FulfillRequest,
         context: grpc.aio.ServicerContext,
         outcome: metrics.Outcome,
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         """Release and Fulfill: the whole reservation, or the listed lines."""
         try:
             indexes = list(request.line_indexes)
@@ -202,31 +201,34 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             metrics.record_transition(outcome, reservation)  # per successful call, as Commit
             return convert.reservation_pb(reservation)
         except Exception as exc:
-            await fail(context, exc, _reservation_metadata(request.reservation_id))
+            fail(context, exc, _reservation_metadata(request.reservation_id))
+            return None
 
     async def ExtendReservation(
         self, request: inventory_service_pb2.ExtendReservationRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         try:
             ttl_s = convert.duration_s(request.ttl)
             validate_extend(request.reservation_id, ttl_s)
             check_deadline(context)
             return convert.reservation_pb(await self._store.extend(request.reservation_id, ttl_s))
         except Exception as exc:
-            await fail(context, exc, _reservation_metadata(request.reservation_id))
+            fail(context, exc, _reservation_metadata(request.reservation_id))
+            return None
 
     async def GetReservation(
         self, request: inventory_service_pb2.GetReservationRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.Reservation:
+    ) -> inventory_service_pb2.Reservation | None:
         try:
             validate_reservation_id(request.reservation_id)
             return convert.reservation_pb(await self._store.get_reservation(request.reservation_id))
         except Exception as exc:
-            await fail(context, exc, _reservation_metadata(request.reservation_id))
+            fail(context, exc, _reservation_metadata(request.reservation_id))
+            return None
 
     async def GetAvailability(
         self, request: inventory_service_pb2.GetAvailabilityRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.GetAvailabilityResponse:
+    ) -> inventory_service_pb2.GetAvailabilityResponse | None:
         try:
             skus = list(request.skus)
             nodes = list(request.nodes)
@@ -247,22 +249,24 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 results, phased_availability(results, records, ruled), include_nodes=request.include_nodes
             )
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def Quote(
         self, request: inventory_service_pb2.QuoteRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.QuoteResponse:
+    ) -> inventory_service_pb2.QuoteResponse | None:
         # Read-only: validation needs the network (service levels, the pickup
         # store), so it runs inside the promiser, before the stock is read.
         try:
             channel, quote_request = convert.quote_request(request)
             return convert.quote_pb(await self._promiser.quote(channel, quote_request))
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def FindInStores(
         self, request: inventory_service_pb2.FindInStoresRequest, context: grpc.aio.ServicerContext
-    ) -> inventory_service_pb2.FindInStoresResponse:
+    ) -> inventory_service_pb2.FindInStoresResponse | None:
         try:
             found = await self._promiser.find_in_stores(
                 request.channel,
@@ -273,7 +277,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             )
             return convert.find_in_stores_pb(found)
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
 
 class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
@@ -284,22 +289,22 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
 
     async def AdjustStock(
         self, request: supply_service_pb2.AdjustStockRequest, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.SupplyChangeResponse:
+    ) -> supply_service_pb2.SupplyChangeResponse | None:
         return await self._apply(convert.adjust_ops, request, context)
 
     async def SetStock(
         self, request: supply_service_pb2.SetStockRequest, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.SupplyChangeResponse:
+    ) -> supply_service_pb2.SupplyChangeResponse | None:
         return await self._apply(convert.set_stock_ops, request, context)
 
     async def SetSafetyStock(
         self, request: supply_service_pb2.SetSafetyStockRequest, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.SupplyChangeResponse:
+    ) -> supply_service_pb2.SupplyChangeResponse | None:
         return await self._apply(convert.safety_stock_ops, request, context)
 
     async def _apply(
         self, to_ops: Callable[[Any], list[SupplyOp]], request: Any, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.SupplyChangeResponse:
+    ) -> supply_service_pb2.SupplyChangeResponse | None:
         """The three supply RPCs differ only in how a change becomes a SupplyOp."""
         try:
             ops = to_ops(request)
@@ -312,11 +317,12 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
             metrics.record_supply_changes(changes, expected)
             return convert.supply_pb(changes)
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def UpsertInboundSupply(
         self, request: supply_service_pb2.UpsertInboundSupplyRequest, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.UpsertInboundSupplyResponse:
+    ) -> supply_service_pb2.UpsertInboundSupplyResponse | None:
         try:
             records = convert.inbound_records(request)
             validate_inbound_records(records, self._clock())
@@ -324,28 +330,31 @@ class SupplyServicer(supply_service_pb2_grpc.SupplyServiceServicer):
             outcomes = await self._store.upsert_inbound(records)
             return convert.inbound_upsert_pb(records, outcomes)
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def DeleteInboundSupply(
         self, request: supply_service_pb2.DeleteInboundSupplyRequest, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.DeleteInboundSupplyResponse:
+    ) -> supply_service_pb2.DeleteInboundSupplyResponse | None:
         try:
             ids = list(request.ids)
             validate_inbound_ids(ids)
             check_deadline(context)
             return convert.inbound_delete_pb(ids, await self._store.remove_inbound(ids))
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def ListInboundSupply(
         self, request: supply_service_pb2.ListInboundSupplyRequest, context: grpc.aio.ServicerContext
-    ) -> supply_service_pb2.ListInboundSupplyResponse:
+    ) -> supply_service_pb2.ListInboundSupplyResponse | None:
         try:
             sku, node, after, limit = convert.inbound_list_request(request)
             page = await self._store.list_inbound(sku=sku, node=node, after=after, limit=limit)
             return convert.inbound_list_pb(page, sku, node)
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
 
 class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
@@ -357,18 +366,19 @@ class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
 
     async def UpsertNode(
         self, request: network_service_pb2.UpsertNodeRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.Node:
+    ) -> network_service_pb2.Node | None:
         try:
             node = convert.node_from_pb(request.node)
             validate_node(node, "node")
             check_deadline(context)
             return convert.node_pb(await self._store.upsert_node(node))
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def UpsertChannel(
         self, request: network_service_pb2.UpsertChannelRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.Channel:
+    ) -> network_service_pb2.Channel | None:
         try:
             channel = convert.channel_from_pb(request.channel)
             validate_channel(channel, "channel")
@@ -381,41 +391,46 @@ class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
                 v if v.field.startswith("channel.") else FieldViolation(f"channel.{v.field}", v.description)
                 for v in exc.violations
             )
-            await fail(context, exc)
+            fail(context, exc)
+            return None
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def ListNodes(
         self, request: network_service_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.ListNodesResponse:
+    ) -> network_service_pb2.ListNodesResponse | None:
         try:
             nodes = await self._store.list_nodes()
             return network_service_pb2.ListNodesResponse(nodes=[convert.node_pb(n) for n in nodes])
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def ListChannels(
         self, request: network_service_pb2.ListChannelsRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.ListChannelsResponse:
+    ) -> network_service_pb2.ListChannelsResponse | None:
         try:
             channels = await self._store.list_channels()
             return network_service_pb2.ListChannelsResponse(
                 channels=[convert.channel_pb(c) for c in channels]
             )
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def GetCarrierTable(
         self, request: network_service_pb2.GetCarrierTableRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.CarrierTable:
+    ) -> network_service_pb2.CarrierTable | None:
         try:
             return self._carrier_table_pb(await self._store.carrier_table())
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def SetCarrierTable(
         self, request: network_service_pb2.SetCarrierTableRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.CarrierTable:
+    ) -> network_service_pb2.CarrierTable | None:
         try:
             violations: list[FieldViolation] = []
             document: dict[str, Any] | None = None
@@ -441,18 +456,20 @@ class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
             record = await self._store.set_carrier_table(document, expected_version=expected)
             return self._carrier_table_pb(record)
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def ResetCarrierTable(
         self, request: network_service_pb2.ResetCarrierTableRequest, context: grpc.aio.ServicerContext
-    ) -> network_service_pb2.CarrierTable:
+    ) -> network_service_pb2.CarrierTable | None:
         try:
             expected = convert.carriers_etag(request.etag, "etag")
             check_deadline(context)
             record = await self._store.set_carrier_table(None, expected_version=expected)
             return self._carrier_table_pb(record)
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     def _carrier_table_pb(self, record: CarrierRecord) -> network_service_pb2.CarrierTable:
         # A stored table passed this very check when it was set.
@@ -466,15 +483,16 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def Audit(
         self, request: admin_service_pb2.AuditRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.AuditResponse:
+    ) -> admin_service_pb2.AuditResponse | None:
         try:
             return convert.audit_pb(await self._store.audit())
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
 
     async def Noop(
         self, request: admin_service_pb2.NoopRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.NoopResponse:
+    ) -> admin_service_pb2.NoopResponse | None:
         if not request.out_of_stock_sku:
             return _NOOP_RESPONSE
         # A sold-out reject's answer without its work: the flash-sale benchmark's baseline.
@@ -482,4 +500,5 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             validate_sku(request.out_of_stock_sku, "out_of_stock_sku")
             raise OutOfStock((Shortfall(0, request.out_of_stock_sku, 1, 0),))
         except Exception as exc:
-            await fail(context, exc)
+            fail(context, exc)
+            return None
