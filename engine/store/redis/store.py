@@ -306,17 +306,24 @@ class RedisStore:
         for shard in shards:
             self._wrote_at[shard] = now
 
-    def _sold_out(self, plan: ReservePlan, request: ReserveRequest) -> tuple[Shortfall, ...] | None:
-        """The sold-out fast path's verdict: shortfalls when the view is sure the reserve fails."""
+    def _sold_out(
+        self, request: ReserveRequest, refusal: tuple[str, str, str]
+    ) -> tuple[Shortfall, ...] | None:
+        """The sold-out fast path's verdict: shortfalls when the view is sure the reserve fails.
+
+        Decided before the script's arguments are worked out (``_plan``), which
+        a sold-out reject never needs.
+        """
         view = self.view
-        if view is None or plan.refusal[0] or request.sourcing is not None or plan.backorder:
+        if view is None or refusal[0] or request.sourcing is not None:
             # Promise-driven sourcing takes lines from its ranked candidates
             # only: the view's verdict over the channel's nodes does not apply.
-            # Nor can the view refuse a line with a backorder allowance: it may
-            # be held beyond the shelf the view sees (named on its own so that
-            # it stays so should ranked lines ever take this path).
+            # Nor can the view refuse a line with a backorder allowance (only
+            # promise-driven requests carry them): it may be held beyond the
+            # shelf the view sees.
             return None
-        written = max((self._wrote_at.get(k, -1.0) for k in plan.facts.shards), default=-1.0)
+        shard_of_sku, wrote_at = self._keys.shard_of_sku, self._wrote_at
+        written = max(wrote_at.get(shard_of_sku(line.sku), -1.0) for line in request.lines)
         if not view.covers(written):
             return None
         return view.sold_out_shortfalls(
@@ -596,9 +603,8 @@ class RedisStore:
         rid, channel = request.reservation_id, request.channel
         backorder = _check_reserve(request)
         await self._knows(channels=[channel], nodes=(line.node for line in request.lines if line.node))
-        plan = self._plan(request, backorder)
-        facts = plan.facts
-        shortfalls = self._sold_out(plan, request)
+        refusal = self._reserve_refusal(request)
+        shortfalls = self._sold_out(request, refusal[0])
         if shortfalls is not None:
             dir_key = self._keys.directory(rid)
             if not int(await runner.call("reservation_exists", [dir_key], [])):
@@ -607,6 +613,8 @@ class RedisStore:
                 self.sold_out_fast_path_hits += 1
                 metrics.record_sold_out_fast_path(channel)
                 raise OutOfStock(shortfalls)
+        plan = self._plan(request, backorder, refusal)
+        facts = plan.facts
         dir_shard = self._keys.shard_of_reservation(rid)
         if len(plan.groups) == 1 and (
             not self._cluster or self._keys.slots[dir_shard] == self._keys.slots[plan.groups[0][0]]
@@ -624,15 +632,21 @@ class RedisStore:
         self._remember(rid, facts)
         return reservation
 
-    def _plan(self, request: ReserveRequest, backorder: tuple[int, ...] | None) -> ReservePlan:
+    def _plan(
+        self,
+        request: ReserveRequest,
+        backorder: tuple[int, ...] | None,
+        refusal: tuple[tuple[str, str, str], tuple[str, ...]],
+    ) -> ReservePlan:
         """Everything the reserve scripts need, decided from the request and the network copy.
 
         ``backorder``: the request's backorder allowances as ``_check_reserve``
         returns them (None: no line may be backordered, and the arguments are
-        exactly those of a request without them).
+        exactly those of a request without them); ``refusal``: what
+        ``_reserve_refusal`` says of the request.
         """
         rid, channel = request.reservation_id, request.channel
-        refusal, eligible = self._reserve_refusal(request)
+        refusal_args, eligible = refusal
         definition = self._net.channels.get(channel)
         rules = _rules_by_node(definition, self._net.nodes) if definition is not None else {}
         rule_args: list[Arg] = [len(rules)]
@@ -675,7 +689,7 @@ class RedisStore:
             groups=self._groups(lines_by_shard),
             eligible=eligible,
             rule_args=tuple(rule_args),
-            refusal=refusal,
+            refusal=refusal_args,
             now=now,
             # Computed as the reference ledger does (now + ttl), before anything is written.
             expires_at=now + ttl_s,
@@ -727,7 +741,7 @@ class RedisStore:
         runner = self._check_open()
         if self._cluster:
             raise ValueError("reserve_script_call is for standalone Redis: one script per reservation")
-        plan = self._plan(request, _check_reserve(request))
+        plan = self._plan(request, _check_reserve(request), self._reserve_refusal(request))
         name, keys, args = self._reserve_call(plan, self._keys.shard_of_reservation(request.reservation_id))
         return runner.scripts[name].sha, keys, args
 
