@@ -215,6 +215,32 @@ async def test_noscript_after_a_script_flush_reloads_and_retries(open_store: Ope
     assert store.stats.runner.noscript_reloads == 1  # loaded once, everywhere
 
 
+@pytest.mark.parametrize("backing", REDIS[:1], indirect=True)  # one script cache to flush
+@pytest.mark.asyncio
+async def test_a_failed_reload_after_noscript_fails_only_the_calls_that_did_not_run(
+    open_store: Opener,
+) -> None:
+    store = await open_store()
+    runner = store._runner
+    assert runner is not None
+    client = store.client
+    await client.script_flush()
+    # One script is back in the cache, the other is not: in one pipeline the
+    # first runs and the second answers NOSCRIPT.
+    await client.execute_command("SCRIPT LOAD", runner.scripts["meta"].text)
+
+    async def unreachable() -> None:
+        raise StoreUnavailable("injected: Redis went away during the reload", reason="REDIS_UNAVAILABLE")
+
+    runner.load = unreachable  # type: ignore[method-assign]
+    ran = runner.call("meta", [store.keys.meta], [store.config.shards, FORMAT_VERSION])
+    lost = runner.call("reservation_exists", [store.keys.directory("nobody")], [])
+    done = await asyncio.wait_for(asyncio.gather(ran, lost, return_exceptions=True), HANG_GUARD_S)
+    assert done[0] == [str(store.config.shards), str(FORMAT_VERSION)]
+    assert isinstance(done[1], StoreUnavailable)
+    assert store.stats.runner.noscript_reloads == 1
+
+
 @pytest.mark.parametrize("backing", REDIS, indirect=True)
 @pytest.mark.asyncio
 async def test_keys_py_names_exactly_what_the_scripts_write(open_store: Opener) -> None:

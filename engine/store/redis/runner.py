@@ -340,15 +340,10 @@ class ScriptRunner:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, batch: list[_Call], server: str) -> None:
+        interrupted: BaseException | None = None
         try:
             loads = self._loads
             results = await self._pipeline(self._client, batch, server)
-            noscript = [i for i, result in enumerate(results) if isinstance(result, rx.NoScriptError)]
-            if noscript:
-                await self._reload(loads)
-                again = await self._pipeline(self._client, [batch[i] for i in noscript], server)
-                for i, result in zip(noscript, again, strict=True):
-                    results[i] = result
         except BaseException as exc:
             if unavailable(exc) is not None:
                 self.reachable = False
@@ -358,11 +353,28 @@ class ScriptRunner:
                 raise
             return
         self.reachable = True
+        noscript = [i for i, result in enumerate(results) if isinstance(result, rx.NoScriptError)]
+        if noscript:
+            try:
+                await self._reload(loads)
+                again = await self._pipeline(self._client, [batch[i] for i in noscript], server)
+            except BaseException as exc:
+                # Only the calls that did not run fail: the others ran, and
+                # their callers get their replies.
+                if unavailable(exc) is not None:
+                    self.reachable = False
+                again = [exc] * len(noscript)
+                if not isinstance(exc, Exception):
+                    interrupted = exc
+            for i, result in zip(noscript, again, strict=True):
+                results[i] = result
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._fail(call, result)
             elif not call.future.done():
                 call.future.set_result(result)
+        if interrupted is not None:
+            raise interrupted
 
     async def _via_master(self, server: str, batch: list[_Call]) -> list[Any]:
         """One pipeline over the runner's own connection to a Cluster master; redirected calls again."""
