@@ -77,3 +77,50 @@ def test_a_line_covered_exactly_is_covered_and_one_unit_more_is_not() -> None:
     assert view_module._surely_covered(ledger, "web", [LineRequest("A", 2, None), LineRequest("A", 1, None)])
     assert not view_module._surely_covered(ledger, "web", [LineRequest("A", 4, None)])
     assert not view_module._surely_covered(ledger, "web", [LineRequest("A", 1, "DC-1")])
+
+
+row_changes = st.tuples(
+    st.sampled_from(SKUS), st.sampled_from(NODES), st.integers(0, 12), st.integers(0, 6)
+)  # sku, node, on_hand, reserved
+# A few requests asked again and again, as in a flash sale: a remembered verdict
+# is only ever reused for the very same question.
+questions = st.sampled_from(
+    [
+        [LineRequest("A", 1, None)],
+        [LineRequest("B", 3, None)],
+        [LineRequest("A", 1, None), LineRequest("C", 2, None)],
+    ]
+)
+steps = st.lists(st.one_of(row_changes, questions), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(levels=rows, program=steps, channel=st.sampled_from(CHANNELS))
+def test_a_remembered_sold_out_verdict_is_never_stale(
+    levels: dict[tuple[str, str], tuple[int, int, int, int]],
+    program: list[tuple[str, str, int, int] | list[LineRequest]],
+    channel: Channel,
+) -> None:
+    # The same feed into two views; the second forgets its last verdict before
+    # every question, so it always walks. Their answers must agree throughout.
+    remembering, walking = loaded_view("fast", levels), loaded_view("fast", levels)
+    for step in program:
+        if isinstance(step, tuple):
+            sku, node, on_hand, reserved = step
+            for view in (remembering, walking):
+                view.apply(sku, node, on_hand, reserved, 0, 0, 2)
+            continue
+        walking._last_sold_out = None
+        expected = walking.sold_out_shortfalls(channel.id, step, False, channel)
+        assert remembering.sold_out_shortfalls(channel.id, step, False, channel) == expected
+
+
+def test_a_sold_out_verdict_is_remembered_until_the_counters_move() -> None:
+    levels = {(sku, node): (4, 4, 0, 0) for sku in SKUS for node in NODES}  # all taken
+    view = loaded_view("fast", levels)
+    web = CHANNELS[0]
+    first = view.sold_out_shortfalls("web", [LineRequest("A", 1, None)], False, web)
+    assert first is not None
+    assert view.sold_out_shortfalls("web", [LineRequest("A", 1, None)], False, web) is first
+    view.apply("A", "ST-2", 5, 4, 0, 0, 2)  # a receipt: one unit free again
+    assert view.sold_out_shortfalls("web", [LineRequest("A", 1, None)], False, web) is None

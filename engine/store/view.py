@@ -31,6 +31,9 @@ from engine.ledgers import make_ledger
 
 __all__ = ["AvailabilityView"]
 
+# (view version, the store's channel definition, channel, allow_partial, lines, shortfalls)
+_SoldOutVerdict = tuple[int, Channel | None, str, bool, tuple[LineRequest, ...], tuple[Shortfall, ...]]
+
 
 class AvailabilityView:
     def __init__(
@@ -58,10 +61,16 @@ class AvailabilityView:
         # only. Redis counts every channel, and a row's counter is only sent
         # again when it changes, so these are what a channel starts from here.
         self._unknown_used: dict[str, dict[tuple[str, str], int]] = {}
+        # Bumped by every change to the counters or the network: a sold-out
+        # verdict computed at one version holds until the next (see
+        # sold_out_shortfalls), which spares a flash sale's rejects the walk.
+        self._version = 0
+        self._last_sold_out: _SoldOutVerdict | None = None
 
     # ------------------------------------------------------------- feeding
 
     def set_network(self, nodes: Iterable[Node], channels: Iterable[Channel]) -> None:
+        self._version += 1
         retyped = False
         for node in nodes:
             # A changed default applies at once to the rows that follow it.
@@ -131,6 +140,7 @@ class AvailabilityView:
             if any(ch not in known for ch in channel_used):
                 channel_used = self._keep_unknown_used(sku, node, channel_used)
         self._ledger.set_row(sku, node, on_hand, reserved, committed, safety, version, channel_used)
+        self._version += 1
         self.rows_applied += 1
 
     def _keep_unknown_used(self, sku: str, node: str, channel_used: Mapping[str, int]) -> dict[str, int]:
@@ -220,6 +230,16 @@ class AvailabilityView:
         eligible = self._channels.get(channel)
         if eligible is None or not self.fresh:
             return None
+        last = self._last_sold_out
+        if (
+            last is not None
+            and last[0] == self._version
+            and last[1] is definition
+            and last[2] == channel
+            and last[3] == allow_partial
+            and last[4] == tuple(lines)
+        ):
+            return last[5]
         ruled = definition is not None and bool(definition.allocation_rules)
         if ruled and not self.channel_is(definition):  # type: ignore[arg-type]
             return None
@@ -247,7 +267,11 @@ class AvailabilityView:
             else:
                 all_zero = False
         sure = all_zero if allow_partial else any_zero
-        return tuple(shortfalls) if sure else None
+        if not sure:
+            return None
+        verdict = tuple(shortfalls)
+        self._last_sold_out = (self._version, definition, channel, allow_partial, tuple(lines), verdict)
+        return verdict
 
 
 def _surely_covered(ledger: Ledger, channel: str, lines: Sequence[LineRequest]) -> bool:
