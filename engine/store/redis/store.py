@@ -603,8 +603,8 @@ class RedisStore:
         rid, channel = request.reservation_id, request.channel
         backorder = _check_reserve(request)
         await self._knows(channels=[channel], nodes=(line.node for line in request.lines if line.node))
-        refusal = self._reserve_refusal(request)
-        shortfalls = self._sold_out(request, refusal[0])
+        refusal, eligible = self._reserve_refusal(request)
+        shortfalls = self._sold_out(request, refusal)
         if shortfalls is not None:
             dir_key = self._keys.directory(rid)
             if not int(await runner.call("reservation_exists", [dir_key], [])):
@@ -613,7 +613,7 @@ class RedisStore:
                 self.sold_out_fast_path_hits += 1
                 metrics.record_sold_out_fast_path(channel)
                 raise OutOfStock(shortfalls)
-        plan = self._plan(request, backorder, refusal)
+        plan = self._plan(request, backorder, refusal, eligible)
         facts = plan.facts
         dir_shard = self._keys.shard_of_reservation(rid)
         if len(plan.groups) == 1 and (
@@ -636,17 +636,17 @@ class RedisStore:
         self,
         request: ReserveRequest,
         backorder: tuple[int, ...] | None,
-        refusal: tuple[tuple[str, str, str], tuple[str, ...]],
+        refusal: tuple[str, str, str],
+        eligible: tuple[str, ...],
     ) -> ReservePlan:
         """Everything the reserve scripts need, decided from the request and the network copy.
 
         ``backorder``: the request's backorder allowances as ``_check_reserve``
         returns them (None: no line may be backordered, and the arguments are
-        exactly those of a request without them); ``refusal``: what
-        ``_reserve_refusal`` says of the request.
+        exactly those of a request without them); ``refusal`` and
+        ``eligible``: what ``_reserve_refusal`` says of the request.
         """
         rid, channel = request.reservation_id, request.channel
-        refusal_args, eligible = refusal
         definition = self._net.channels.get(channel)
         rules = _rules_by_node(definition, self._net.nodes) if definition is not None else {}
         rule_args: list[Arg] = [len(rules)]
@@ -689,7 +689,7 @@ class RedisStore:
             groups=self._groups(lines_by_shard),
             eligible=eligible,
             rule_args=tuple(rule_args),
-            refusal=refusal_args,
+            refusal=refusal,
             now=now,
             # Computed as the reference ledger does (now + ttl), before anything is written.
             expires_at=now + ttl_s,
@@ -741,7 +741,7 @@ class RedisStore:
         runner = self._check_open()
         if self._cluster:
             raise ValueError("reserve_script_call is for standalone Redis: one script per reservation")
-        plan = self._plan(request, _check_reserve(request), self._reserve_refusal(request))
+        plan = self._plan(request, _check_reserve(request), *self._reserve_refusal(request))
         name, keys, args = self._reserve_call(plan, self._keys.shard_of_reservation(request.reservation_id))
         return runner.scripts[name].sha, keys, args
 
