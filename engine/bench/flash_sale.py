@@ -12,9 +12,11 @@ A reject is an error answer, and gRPC's error path costs more than an empty
 reply by itself (a status trailer carrying google.rpc.Status details instead of
 a message; an exception on the client). So failing no-op phases run beside the
 no-op ones: ``AdminService/Noop`` with ``out_of_stock_sku`` set does nothing and
-answers exactly as a sold-out Reserve is refused. ``error_noop_ratio``
-(``error_noop_rps / noop_rps``) is the most ``ratio`` can be on this stack;
-``reject_to_error_noop`` is what the engine's own work leaves of it.
+answers exactly as a sold-out Reserve is refused, building the same status.
+``error_noop_ratio`` (``error_noop_rps / noop_rps``) is what answering with a
+refusal costs; ``reject_to_error_noop`` is what a reject's own work (the view,
+the existence check in Redis) leaves of it. Phases run at different moments
+of a noisy machine, so the latter can come out a little above 1.
 
 Correctness is checked, not assumed: ``succeeded`` counts the buyers told they
 have a unit, ``oversold`` is what the store's counters show beyond its stock
