@@ -66,7 +66,10 @@ from engine.store.redis.keys import KeySpace
 from engine.store.redis.resp import Endpoint, RespConnection, pack
 from engine.store.view import AvailabilityView
 
-__all__ = ["FeedFollower", "Row", "ShardReader"]
+__all__ = ["IDLE_INTERVAL_S", "FeedFollower", "Row", "ShardReader"]
+
+# The longest pause between two polls of a quiet Cluster feed (see the module docstring).
+IDLE_INTERVAL_S = 0.16
 
 log = logging.getLogger("engine.store.redis.feed")
 
@@ -105,7 +108,7 @@ class FeedFollower:
         batch: int = 1000,
         block_ms: int = 100,
         interval_s: float = 0.02,
-        idle_interval_s: float = 0.16,
+        idle_interval_s: float = IDLE_INTERVAL_S,
         busy_interval_s: float = 0.005,
         check_every_s: float = 1.0,
         resp: RespConnection | None = None,

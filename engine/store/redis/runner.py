@@ -343,7 +343,7 @@ class ScriptRunner:
         interrupted: BaseException | None = None
         try:
             loads = self._loads
-            results = await self._pipeline(self._client, batch, server)
+            results = await self._pipeline(batch, server)
         except BaseException as exc:
             if unavailable(exc) is not None:
                 self.reachable = False
@@ -357,7 +357,7 @@ class ScriptRunner:
         if noscript:
             try:
                 await self._reload(loads)
-                again = await self._pipeline(self._client, [batch[i] for i in noscript], server)
+                again = await self._pipeline([batch[i] for i in noscript], server)
             except BaseException as exc:
                 # Only the calls that did not run fail: the others ran, and
                 # their callers get their replies.
@@ -440,9 +440,7 @@ class ScriptRunner:
             log.warning("Redis answered NOSCRIPT (restarted or flushed?): loading the scripts again")
             await self.load()
 
-    async def _pipeline(
-        self, client: Redis | RedisCluster, batch: list[_Call], server: str = ""
-    ) -> list[Any]:
+    async def _pipeline(self, batch: list[_Call], server: str = "") -> list[Any]:
         stats = self.stats
         stats.pipelines += 1
         stats.calls += len(batch)
@@ -457,7 +455,7 @@ class ScriptRunner:
             elif server and self._master_timeout_s is not None:
                 results = await self._via_master(server, batch)
             else:
-                results = await _via_redis_py(client, batch)
+                results = await _via_redis_py(self._client, batch)
         except Exception as exc:
             for call in batch:
                 metrics.record_redis_error(call.script.name, exc)

@@ -65,7 +65,7 @@ from engine.store.redis import replies
 from engine.store.redis.audit import ShardAudit, build_report
 from engine.store.redis.connection import check_settings, make_client
 from engine.store.redis.crossslot import DRY_RUN_OPS, CrossSlot, StepHook
-from engine.store.redis.feed import FeedFollower
+from engine.store.redis.feed import IDLE_INTERVAL_S, FeedFollower
 from engine.store.redis.keys import FORMAT_VERSION, KeySpace
 from engine.store.redis.network import NetworkCopy, encode_channel, encode_node
 from engine.store.redis.plans import Line, ReservationFacts, ReservePlan, ms, seconds
@@ -280,7 +280,7 @@ class RedisStore:
             master_timeout_s=self._master_timeout_s(),
             busy_interval_s=config.feed_busy_interval_s,
             # A quiet Cluster feed is polled less often, never so rarely that the view goes stale.
-            idle_interval_s=min(0.16, config.view_max_lag_s / 2),
+            idle_interval_s=min(IDLE_INTERVAL_S, config.view_max_lag_s / 2),
         )  # fmt: skip
         try:
             await self._feed.start()
