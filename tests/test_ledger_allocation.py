@@ -9,11 +9,13 @@ atomically on reserve.
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from ledger_helpers import snapshot
 
 from engine.core.allocation_rules import RuleKind
 from engine.core.errors import InvalidArgument, OutOfStock, Shortfall
-from engine.core.types import Allocation
+from engine.core.types import MAX_ON_HAND, Allocation
 from engine.ledgers import make_ledger
 
 NONE, SHARE, CAP, PROTECT = (int(k) for k in RuleKind)
@@ -166,6 +168,63 @@ def test_set_row_carries_channel_counters_for_a_view(ledger):
     assert ledger.channel_usage("A", "dc") == {}
     with pytest.raises(InvalidArgument):
         ledger.set_row("A", "dc", 10, 0, 0, 0, 2, {"web": -1})
+
+
+_EDGES = st.one_of(
+    st.sampled_from([-2, -1, 0, 1, MAX_ON_HAND, MAX_ON_HAND + 1, 2 * MAX_ON_HAND, 2 * MAX_ON_HAND + 1]),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), 2**64, True, False, 1.0, "3", None]),
+    st.integers(min_value=-(2**65), max_value=2**65),
+)
+
+
+@st.composite
+def _row_values(draw):
+    """Valid counters with at most one of them (or one channel counter) made odd:
+    an odd value among others that are wrong too would be refused either way."""
+    values = [draw(st.integers(0, MAX_ON_HAND)) for _ in range(3)]
+    values += [draw(st.integers(-1, MAX_ON_HAND)), draw(st.integers(0, 2**63 - 1))]
+    channels = st.sampled_from(["web", "app"])
+    used = draw(st.none() | st.dictionaries(channels, st.integers(0, 2 * MAX_ON_HAND), max_size=2))
+    where = draw(st.integers(0, 6))
+    if where < 5:
+        values[where] = draw(_EDGES)
+    elif where == 5:
+        used = {**(used or {}), draw(channels): draw(_EDGES)}
+    return tuple(values), used
+
+
+@settings(max_examples=300, deadline=None)
+@given(row=_row_values())
+# Each limit, just inside and just outside, always.
+@example(row=((MAX_ON_HAND + 1, 0, 0, 0, 1), None))
+@example(row=((0, MAX_ON_HAND + 1, 0, 0, 1), None))
+@example(row=((0, 0, MAX_ON_HAND + 1, 0, 1), None))
+@example(row=((0, 0, 0, MAX_ON_HAND + 1, 1), None))
+@example(row=((0, 0, 0, -2, 1), None))
+@example(row=((0, 0, 0, -1, 2**63 - 1), None))
+@example(row=((0, 0, 0, 0, 2**63), None))
+@example(row=((-1, 0, 0, 0, 1), None))
+@example(row=((MAX_ON_HAND, 0, 0, 0, 1), {"web": 2 * MAX_ON_HAND}))
+@example(row=((1, 0, 0, 0, 1), {"web": 2 * MAX_ON_HAND + 1}))
+@example(row=((1, 0, 0, 0, 1), {"web": -1}))
+@example(row=((1, 0, 0, 0, 1), {"web": True}))
+@example(row=((True, 0, 0, 0, 1), None))
+def test_set_row_accepts_and_refuses_exactly_what_the_reference_does(row):
+    # The fast ledger checks plain ints in C and leaves everything else to the
+    # reference's checks: both must agree on every value, bools and big ints too.
+    values, used = row
+    outcomes = []
+    for impl in ("pure", "fast"):
+        ledger = make_ledger(impl)
+        ledger.define_node("dc")
+        ledger.define_channel("web", ("dc",), [(CAP, 5)])
+        try:
+            ledger.set_row("A", "dc", *values, used)
+        except InvalidArgument as exc:
+            outcomes.append(("refused", [(v.field, v.description) for v in exc.violations]))
+        else:
+            outcomes.append(("set", ledger.stock("A", "dc"), ledger.channel_usage("A", "dc")))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_per_node_breakdown_shows_the_allowance(ledger):

@@ -24,6 +24,7 @@ metadata = st.dictionaries(texts, texts, max_size=6)
     info_metadata=metadata,
     request_id=texts,
     shortfall_skus=st.lists(texts, max_size=40),
+    cached=st.integers(min_value=0, max_value=6),
 )
 def test_a_written_status_parses_as_the_librarys(
     code: int,
@@ -33,6 +34,7 @@ def test_a_written_status_parses_as_the_librarys(
     info_metadata: dict[str, str],
     request_id: str,
     shortfall_skus: list[str],
+    cached: int,
 ) -> None:
     shortfalls = inventory_error_details_pb2.OutOfStockDetail(
         shortfalls=[
@@ -42,10 +44,15 @@ def test_a_written_status_parses_as_the_librarys(
     )
     retry = error_details_pb2.RetryInfo()
     retry.retry_delay.FromNanoseconds(100_000_000)
+    # The last `cached` metadata entries come encoded beforehand, as an
+    # OUT_OF_STOCK's own entries do.
+    items = list(info_metadata.items())
+    split = max(0, len(items) - cached)
+    more = status_wire.map_entries(items[split:])
     written = status_wire.status(
         code,
         message,
-        [status_wire.error_info(reason, domain, info_metadata.items()), status_wire.request_info(request_id)],
+        [status_wire.error_info(reason, domain, items[:split], more), status_wire.request_info(request_id)],
     ) + status_wire.details([status_wire.packed(shortfalls), status_wire.packed(retry)])
 
     expected = [

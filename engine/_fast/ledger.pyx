@@ -29,7 +29,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.math cimport NAN
-from libc.stdint cimport INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 import dataclasses
@@ -86,6 +86,7 @@ cdef extern from "Python.h":
         PyMemberDef* d_member
     PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
 
 cdef extern from "structmember.h":
     enum: T_OBJECT_EX
@@ -274,6 +275,7 @@ cdef enum:
 # path so C arithmetic never overflows where the reference has big ints.
 cdef int64_t SAFE_LIMIT = 4611686018427387904  # 2**62
 cdef int64_t MAX_ON_HAND = _PY_MAX_ON_HAND
+cdef int64_t FOLLOW_DEFAULT_C = FOLLOW_NODE_DEFAULT
 # Enum members indexed by the C state, so a mutation returns the same
 # ReservationState object as the reference without creating anything.
 cdef tuple _STATES = (
@@ -285,6 +287,28 @@ cdef tuple _STATES = (
     ReservationState.EXPIRED,
 )
 cdef tuple _STATE_NAMES = (None, "HELD", "COMMITTED", "FULFILLED", "RELEASED", "EXPIRED")
+
+
+cdef inline bint _int_in(object value, int64_t low, int64_t high) except -1:
+    """Whether ``value`` is an exact int in low..high; False sends the caller to the reference's checks."""
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value):
+        return False
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    return overflow == 0 and low <= v <= high
+
+
+cdef bint _usage_in_range(object channel_used) except -1:
+    """``usage_violations`` has nothing to say (a dict of exact ints in range, or nothing)."""
+    if not channel_used:
+        return True
+    if type(channel_used) is not dict:
+        return False
+    for used in (<dict>channel_used).values():
+        if not _int_in(used, 0, 2 * MAX_ON_HAND):
+            return False
+    return True
 
 cdef object _ADJUST = SupplyKind.ADJUST
 cdef object _SET = SupplyKind.SET
@@ -1576,10 +1600,20 @@ cdef class FastLedger:
         cdef Row* row
         if nidx < 0:
             raise UnknownNode(node)
-        violations = row_violations(on_hand, reserved, committed, safety_stock, version)
-        violations += usage_violations(channel_used)
-        if violations:
-            raise InvalidArgument(f"counters of {sku}@{node} are out of range", violations)
+        # Every feed entry lands here: plain ints in range pass in C, and
+        # anything else gets the reference's checks (and its exact errors).
+        if not (
+            _int_in(on_hand, 0, MAX_ON_HAND)
+            and _int_in(reserved, 0, MAX_ON_HAND)
+            and _int_in(committed, 0, MAX_ON_HAND)
+            and _int_in(safety_stock, FOLLOW_DEFAULT_C, MAX_ON_HAND)
+            and _int_in(version, 0, INT64_MAX)
+            and _usage_in_range(channel_used)
+        ):
+            violations = row_violations(on_hand, reserved, committed, safety_stock, version)
+            violations += usage_violations(channel_used)
+            if violations:
+                raise InvalidArgument(f"counters of {sku}@{node} are out of range", violations)
         s = self._intern_sku(sku)
         r = self._find(s, nidx)
         if r < 0:

@@ -23,6 +23,7 @@ servicer maps the class to a gRPC status code and the reason to ErrorInfo)::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = [
@@ -126,9 +127,20 @@ class OutOfStock(EngineError):
     reason = "OUT_OF_STOCK"
 
     def __init__(self, shortfalls: tuple[Shortfall, ...]) -> None:
-        skus = ", ".join(f"{s.sku} (requested {s.requested}, available {s.available})" for s in shortfalls)
-        super().__init__(f"not enough stock for: {skus}")
+        # The message is written when first read: a sold-out reject answers
+        # with a status cached by its shortfalls and never reads it.
+        Exception.__init__(self, shortfalls)
         self.shortfalls = shortfalls
+
+    @functools.cached_property
+    def message(self) -> str:  # type: ignore[override]
+        skus = ", ".join(
+            f"{s.sku} (requested {s.requested}, available {s.available})" for s in self.shortfalls
+        )
+        return f"not enough stock for: {skus}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class IllegalTransition(EngineError):

@@ -180,23 +180,25 @@ def status_for(
     """
     code = code_for(exc)
     info_metadata = dict(metadata) if metadata else {}
-    extra = b""
+    more = extra = b""
     if type(exc) is OutOfStock:
+        # Every sold-out reject comes here: all but the call's ids is cached.
         reason = exc.reason
-        message, shortfall_metadata, extra = _out_of_stock_parts(exc.shortfalls)
-        info_metadata.update(shortfall_metadata)
-    elif isinstance(exc, EngineError) and code is not grpc.StatusCode.INTERNAL:
-        reason = exc.reason
-        message = _capped(exc.message)
-        extra = status_wire.details(status_wire.packed(d) for d in _details_for(exc, info_metadata))
+        message, head, more, extra = _out_of_stock_parts(code.value[0], exc.shortfalls)
     else:
-        reason = "INTERNAL"
-        message = _capped("internal error" + (f" (request id {request_id})" if request_id else ""))
-    anys = [status_wire.error_info(reason, DOMAIN, info_metadata.items())]
+        if isinstance(exc, EngineError) and code is not grpc.StatusCode.INTERNAL:
+            reason = exc.reason
+            message = _capped(exc.message)
+            extra = status_wire.details(status_wire.packed(d) for d in _details_for(exc, info_metadata))
+        else:
+            reason = "INTERNAL"
+            message = _capped("internal error" + (f" (request id {request_id})" if request_id else ""))
+        head = status_wire.status_head(code.value[0], message)
+    anys = [status_wire.error_info(reason, DOMAIN, info_metadata.items(), more)]
     if request_id:
         anys.append(status_wire.request_info(request_id))
     # Serialized repeated fields concatenate: the other details go after these.
-    details = status_wire.status(code.value[0], message, anys) + extra
+    details = head + status_wire.details(anys) + extra
     return _Status(code, message, (*trailing_metadata, (_DETAILS_KEY, details)))
 
 
@@ -205,14 +207,17 @@ def _capped(message: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _out_of_stock_parts(shortfalls: tuple[Shortfall, ...]) -> tuple[str, tuple[tuple[str, str], ...], bytes]:
-    """What an OUT_OF_STOCK status says beyond the call's ids: its message, the
-    ErrorInfo metadata it adds, and its other details as ``Status.details``
-    bytes. Every sold-out reject of a flash sale has the same shortfalls."""
+def _out_of_stock_parts(code: int, shortfalls: tuple[Shortfall, ...]) -> tuple[str, bytes, bytes, bytes]:
+    """What an OUT_OF_STOCK status says beyond the call's ids, encoded: its
+    message, the Status's code and message, the ErrorInfo metadata entries it
+    adds, and its other details. Every sold-out reject of a flash sale has the
+    same shortfalls."""
     exc = OutOfStock(shortfalls)
     info_metadata: dict[str, str] = {}
     extra = status_wire.details(status_wire.packed(d) for d in _details_for(exc, info_metadata))
-    return _capped(exc.message), tuple(info_metadata.items()), extra
+    message = _capped(exc.message)
+    head = status_wire.status_head(code, message)
+    return message, head, status_wire.map_entries(info_metadata.items()), extra
 
 
 def _details_for(exc: EngineError, info_metadata: dict[str, str]) -> list[Message]:
