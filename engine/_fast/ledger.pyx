@@ -622,11 +622,13 @@ cdef object _error(object cls, str message, object reason, str attr, object valu
 
 
 cdef object _out_of_stock(tuple shortfalls):
-    """OutOfStock(shortfalls), with the message its constructor writes."""
+    """OutOfStock(shortfalls), as its constructor makes it: args (shortfalls,),
+    and the message left to be written when first read."""
     if not _FAST_ERRORS:
         return OutOfStock(shortfalls)
-    skus = ", ".join([f"{s.sku} (requested {s.requested}, available {s.available})" for s in shortfalls])
-    return _error(OutOfStock, f"not enough stock for: {skus}", None, "shortfalls", shortfalls)
+    exc = fastledger_new_error(<PyObject*>OutOfStock, shortfalls)
+    exc.shortfalls = shortfalls
+    return exc
 
 
 cdef object _not_found(object reservation_id):
