@@ -22,6 +22,15 @@ what any reserve script issuing those commands can reach, so
 ``script_ops_per_s / floor_ops_per_s`` (``logic_ratio``) is the share left
 to our Lua code, and ``floor_ops_per_s / bare_ops_per_s`` the share Redis
 itself takes for the commands.
+
+Where a script's time goes inside Redis, from ``INFO commandstats`` over each
+round (statistics reset before it): ``reserve_redis_us`` is the reserve
+``EVALSHA``'s own time per call as Redis measures it, ``reserve_commands_us``
+the part of it spent in the commands the script makes (their own entries in
+the statistics), so ``reserve_lua_us``, the difference, is the script's code
+(reading its arguments, building strings and tables, converting its reply)
+plus what each ``redis.call`` costs around its command. ``floor_redis_us``
+and ``floor_commands_us`` are the same for the floor script.
 """
 
 from __future__ import annotations
@@ -108,37 +117,65 @@ def _floor_commands(sha: str, count: int, r: int) -> list[bytes]:
     return out
 
 
+def _split(commandstats: dict[str, Any]) -> tuple[float, float]:
+    """Per EVALSHA since the statistics were reset: its own time (us) as Redis
+    measures it, and the time of the commands the scripts made inside it."""
+    evalsha = commandstats["cmdstat_evalsha"]
+    inner = sum(
+        entry["usec"]
+        for name, entry in commandstats.items()
+        # Everything else in the round ran inside the scripts, but our own statistics calls.
+        if name not in ("cmdstat_evalsha", "cmdstat_info") and not name.startswith("cmdstat_config")
+    )
+    calls = int(evalsha["calls"])
+    return float(evalsha["usec"]) / calls, inner / calls
+
+
 async def _bench(host: str, port: int, url: str, count: int, rounds: int) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     reserve_rounds, bare_sha = await _commands(url, count, rounds)
-    client = aioredis.Redis(host=host, port=port)
-    try:
-        floor_sha = await client.script_load(_FLOOR_SCRIPT)
-    finally:
-        await client.aclose()
     script_rates: list[float] = []
     bare_rates: list[float] = []
     floor_rates: list[float] = []
-    for r in range(rounds):
-        bare = [
-            pack("EVALSHA", bare_sha, 2, f"bench:{{b}}:k{i}", f"bench:{{b}}:j{i}")
-            for i in range(count)
-        ]
-        result = await drive(host, port, bare)
-        bare_rates.append(result.ops_per_s)
-        result = await drive(host, port, reserve_rounds[r])
-        if result.errors:
-            raise RuntimeError(f"reserve script failed {result.errors} times: {result.first_error}")
-        script_rates.append(result.ops_per_s)
-        result = await drive(host, port, _floor_commands(floor_sha, count, r))
-        if result.errors:
-            raise RuntimeError(f"floor script failed {result.errors} times: {result.first_error}")
-        floor_rates.append(result.ops_per_s)
+    # (script's own time, its commands' time) per call, by round, from INFO commandstats.
+    script_split: list[tuple[float, float]] = []
+    floor_split: list[tuple[float, float]] = []
+    stats = aioredis.Redis(host=host, port=port)
+    try:
+        floor_sha = await stats.script_load(_FLOOR_SCRIPT)
+        for r in range(rounds):
+            bare = [
+                pack("EVALSHA", bare_sha, 2, f"bench:{{b}}:k{i}", f"bench:{{b}}:j{i}")
+                for i in range(count)
+            ]
+            result = await drive(host, port, bare)
+            bare_rates.append(result.ops_per_s)
+            await stats.config_resetstat()
+            result = await drive(host, port, reserve_rounds[r])
+            if result.errors:
+                raise RuntimeError(f"reserve script failed {result.errors} times: {result.first_error}")
+            script_rates.append(result.ops_per_s)
+            script_split.append(_split(await stats.info("commandstats")))
+            await stats.config_resetstat()
+            result = await drive(host, port, _floor_commands(floor_sha, count, r))
+            if result.errors:
+                raise RuntimeError(f"floor script failed {result.errors} times: {result.first_error}")
+            floor_rates.append(result.ops_per_s)
+            floor_split.append(_split(await stats.info("commandstats")))
+    finally:
+        await stats.aclose()
     script = statistics.median(script_rates)
     bare_ops = statistics.median(bare_rates)
     floor = statistics.median(floor_rates)
+    reserve_us = statistics.median(total for total, _ in script_split)
+    reserve_commands_us = statistics.median(commands for _, commands in script_split)
     return {
+        "reserve_redis_us": round(reserve_us, 2),
+        "reserve_commands_us": round(reserve_commands_us, 2),
+        "reserve_lua_us": round(reserve_us - reserve_commands_us, 2),
+        "floor_redis_us": round(statistics.median(total for total, _ in floor_split), 2),
+        "floor_commands_us": round(statistics.median(commands for _, commands in floor_split), 2),
         "script_ops_per_s": round(script, 1),
         "bare_evalsha_ops_per_s": round(bare_ops, 1),
         "ratio": round(script / bare_ops, 3),
