@@ -49,11 +49,16 @@ def test_a_written_status_parses_as_the_librarys(
     items = list(info_metadata.items())
     split = max(0, len(items) - cached)
     more = status_wire.map_entries(items[split:])
-    written = status_wire.status(
-        code,
-        message,
-        [status_wire.error_info(reason, domain, items[:split], more), status_wire.request_info(request_id)],
-    ) + status_wire.details([status_wire.packed(shortfalls), status_wire.packed(retry)])
+    written = (
+        status_wire.status_head(code, message)
+        + status_wire.details(
+            [
+                status_wire.error_info(reason, domain, items[:split], more),
+                status_wire.request_info(request_id),
+            ]
+        )
+        + status_wire.details([status_wire.packed(shortfalls), status_wire.packed(retry)])
+    )
 
     expected = [
         error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=info_metadata),

@@ -151,18 +151,16 @@ async def _bench(host: str, port: int, url: str, count: int, rounds: int) -> dic
             ]
             result = await drive(host, port, bare)
             bare_rates.append(result.ops_per_s)
-            await stats.config_resetstat()
-            result = await drive(host, port, reserve_rounds[r])
-            if result.errors:
-                raise RuntimeError(f"reserve script failed {result.errors} times: {result.first_error}")
-            script_rates.append(result.ops_per_s)
-            script_split.append(_split(await stats.info("commandstats")))
-            await stats.config_resetstat()
-            result = await drive(host, port, _floor_commands(floor_sha, count, r))
-            if result.errors:
-                raise RuntimeError(f"floor script failed {result.errors} times: {result.first_error}")
-            floor_rates.append(result.ops_per_s)
-            floor_split.append(_split(await stats.info("commandstats")))
+            for name, commands, rates, split in (
+                ("reserve", reserve_rounds[r], script_rates, script_split),
+                ("floor", _floor_commands(floor_sha, count, r), floor_rates, floor_split),
+            ):
+                await stats.config_resetstat()
+                result = await drive(host, port, commands)
+                if result.errors:
+                    raise RuntimeError(f"{name} script failed {result.errors} times: {result.first_error}")
+                rates.append(result.ops_per_s)
+                split.append(_split(await stats.info("commandstats")))
     finally:
         await stats.aclose()
     script = statistics.median(script_rates)

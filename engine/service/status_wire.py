@@ -27,7 +27,7 @@ from collections.abc import Iterable
 
 from google.protobuf.message import Message
 
-__all__ = ["details", "error_info", "map_entries", "packed", "request_info", "status", "status_head"]
+__all__ = ["details", "error_info", "map_entries", "packed", "request_info", "status_head"]
 
 _TYPE_URL_PREFIX = "type.googleapis.com/"
 _ERROR_INFO_URL = (_TYPE_URL_PREFIX + "google.rpc.ErrorInfo").encode()
@@ -97,7 +97,8 @@ def packed(detail: Message) -> bytes:
 
 def details(anys: Iterable[bytes]) -> bytes:
     """``Status.details`` entries for ``anys``; serialized repeated fields
-    concatenate, so these can be cached and appended to a :func:`status`."""
+    concatenate, so these can be cached and appended after a :func:`status_head`
+    and the call's own details."""
     return b"".join(_ONE_BYTE[_BYTES_3] + _varint(len(a)) + a for a in anys)
 
 
@@ -106,8 +107,3 @@ def status_head(code: int, message: str) -> bytes:
     the details follow (:func:`details`)."""
     head = _ONE_BYTE[_VARINT_1] + _varint(code) if code else b""
     return head + _field(_BYTES_2, message.encode())
-
-
-def status(code: int, message: str, anys: Iterable[bytes]) -> bytes:
-    """``google.rpc.Status``: ``code``, ``message`` and ``anys`` as its details."""
-    return status_head(code, message) + details(anys)

@@ -230,6 +230,7 @@ class AvailabilityView:
         eligible = self._channels.get(channel)
         if eligible is None or not self.fresh:
             return None
+        asked = tuple(lines)
         last = self._last_sold_out
         if (
             last is not None
@@ -237,7 +238,7 @@ class AvailabilityView:
             and last[1] is definition
             and last[2] == channel
             and last[3] == allow_partial
-            and last[4] == tuple(lines)
+            and last[4] == asked
         ):
             return last[5]
         ruled = definition is not None and bool(definition.allocation_rules)
@@ -270,7 +271,7 @@ class AvailabilityView:
         if not sure:
             return None
         verdict = tuple(shortfalls)
-        self._last_sold_out = (self._version, definition, channel, allow_partial, tuple(lines), verdict)
+        self._last_sold_out = (self._version, definition, channel, allow_partial, asked, verdict)
         return verdict
 
 
